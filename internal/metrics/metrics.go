@@ -1,0 +1,76 @@
+// Package metrics defines labelsync's Prometheus metrics (SPEC §6). Metrics
+// are registered on the Registerer the caller passes in, never on the global
+// default registry, so tests and several components in one process do not
+// collide.
+package metrics
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Notification outcomes, in the order SPEC §6 ranks them: a notification is
+// counted once, with the first of these that applies to any of its storages.
+const (
+	OutcomeDeadLetter = "deadletter"
+	OutcomeEmitted    = "emitted"
+	OutcomeDuplicate  = "duplicate"
+	OutcomeStale      = "stale"
+	OutcomeFiltered   = "filtered"
+)
+
+// Rank orders outcomes for "first that applies": lower wins.
+func Rank(outcome string) int {
+	switch outcome {
+	case OutcomeDeadLetter:
+		return 0
+	case OutcomeEmitted:
+		return 1
+	case OutcomeDuplicate:
+		return 2
+	case OutcomeStale:
+		return 3
+	default:
+		return 4
+	}
+}
+
+// Metrics holds every labelsync metric. Components use the ones they need.
+type Metrics struct {
+	Notifications   *prometheus.CounterVec
+	TasksEmitted    *prometheus.CounterVec
+	NotificationLag prometheus.Histogram
+	SyncObjects     *prometheus.CounterVec
+	ExportOps       *prometheus.CounterVec
+	DeadLetters     *prometheus.CounterVec
+}
+
+// New creates the metrics and registers them on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_notifications_total",
+			Help: "GCS notifications handled, by event type and first applicable outcome.",
+		}, []string{"event_type", "outcome"}),
+		TasksEmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_tasks_emitted_total",
+			Help: "Task events acknowledged by JetStream, by project and event.",
+		}, []string{"project", "event"}),
+		NotificationLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "labelsync_notification_lag_seconds",
+			Help:    "Time from the GCS event time to the JetStream acknowledgement of its task events.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}),
+		SyncObjects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_sync_objects_total",
+			Help: "Objects seen by sync (backfill) scans, by storage and outcome.",
+		}, []string{"storage", "outcome"}),
+		ExportOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_export_operations_total",
+			Help: "Target-storage operations, by op (write, delete, skip) and outcome.",
+		}, []string{"op", "outcome"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_deadletter_total",
+			Help: "Inputs written to the dead-letter stream, by component and reason.",
+		}, []string{"component", "reason"}),
+	}
+	reg.MustRegister(m.Notifications, m.TasksEmitted, m.NotificationLag, m.SyncObjects, m.ExportOps, m.DeadLetters)
+	return m
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package storages
+
+const raceEnabled = false

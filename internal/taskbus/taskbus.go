@@ -1,0 +1,276 @@
+// Package taskbus is labelsync's side of NATS JetStream: the streams, the
+// task events, the dead-letter stream, and the import ledger.
+//
+// The ledger is the task stream itself. Every (project, storage, object key)
+// has a head: the newest message whose subject matches
+//
+//	labelsync.*.<project>.*.<storage>.<keyhash>
+//
+// which covers the task events (labelsync.tasks.<project>.<event>.<storage>.<keyhash>)
+// and the ledger-only tombstones (labelsync.ledger.<project>.tombstone.<storage>.<keyhash>)
+// that a delete seen before its object's FINALIZE leaves behind. Append is a
+// publish conditioned on that head (Nats-Expected-Last-Subject-Sequence with
+// Nats-Expected-Last-Subject-Sequence-Subject), so the publish is the claim:
+// a redelivery, a second worker or a sync racing a notification cannot both
+// append on the same head, and the state outlives JetStream's duplicate window
+// because it is the stream's own content. The stream therefore must not have
+// an age or size limit that removes heads.
+//
+// Appends carry no Nats-Msg-Id: JetStream checks the expected head before
+// the duplicate window, so a retried publish whose acknowledgement was lost
+// comes back as ErrConflict, and the caller's next Head shows its own entry.
+// Message ids would only fill the server's duplicate map.
+//
+// A Bus is safe for concurrent use.
+package taskbus
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/fault"
+)
+
+// Stream names and subject roots, fixed by SPEC §2 and §3.
+const (
+	TasksStream       = "LABELSYNC_TASKS"
+	DeadLetterStream  = "LABELSYNC_DEADLETTER"
+	AnnotationsStream = "LABELSYNC_ANNOTATIONS"
+
+	tasksRoot  = "labelsync.tasks"
+	ledgerRoot = "labelsync.ledger"
+)
+
+// Header names. The Labelsync-* ones let Head read a key's state without
+// decoding the JSON body.
+const (
+	hdrGeneration = "Labelsync-Generation"
+	hdrEvent      = "Labelsync-Event"
+	hdrExpectSeq  = "Nats-Expected-Last-Subject-Sequence"
+	hdrExpectSubj = "Nats-Expected-Last-Subject-Sequence-Subject"
+)
+
+// Kind is what an Append records for a key.
+type Kind string
+
+// The kinds. Created, Updated and Deleted are task events consumers see;
+// Tombstone is ledger-only.
+const (
+	Created   Kind = "created"
+	Updated   Kind = "updated"
+	Deleted   Kind = "deleted"
+	Tombstone Kind = "tombstone"
+)
+
+// ErrConflict means the key's head moved since it was read: read it again
+// and decide again.
+var ErrConflict = errors.New("taskbus: ledger head moved")
+
+// Key names one object of one storage in the ledger.
+type Key struct {
+	Project int64
+	Storage int64
+	Object  string
+}
+
+// Hash is the subject token for the object key: object names may hold any
+// character and be 1024 bytes long, subjects may not.
+func (k Key) Hash() string {
+	sum := sha256.Sum256([]byte(k.Object))
+	return hex.EncodeToString(sum[:16])
+}
+
+func (k Key) filter() string {
+	return fmt.Sprintf("labelsync.*.%d.*.%d.%s", k.Project, k.Storage, k.Hash())
+}
+
+func (k Key) subject(kind Kind) string {
+	if kind == Tombstone {
+		return fmt.Sprintf("%s.%d.%s.%d.%s", ledgerRoot, k.Project, kind, k.Storage, k.Hash())
+	}
+	return fmt.Sprintf("%s.%d.%s.%d.%s", tasksRoot, k.Project, kind, k.Storage, k.Hash())
+}
+
+// TaskSubjects is the filter a consumer of one project's task events uses.
+func TaskSubjects(project int64) string { return fmt.Sprintf("%s.%d.>", tasksRoot, project) }
+
+// Head is the newest ledger entry of a key. The zero Head means the key was
+// never seen.
+type Head struct {
+	Seq        uint64
+	Generation int64
+	Kind       Kind
+}
+
+// Exists reports whether the key has any entry.
+func (h Head) Exists() bool { return h.Seq != 0 }
+
+// Live reports whether the key's newest entry is an imported generation.
+func (h Head) Live() bool { return h.Kind == Created || h.Kind == Updated }
+
+// Event is the body of a task event (SPEC §2).
+type Event struct {
+	Event      Kind            `json:"event"`
+	TaskID     string          `json:"task_id"`
+	Project    int64           `json:"project"`
+	StorageID  int64           `json:"storage_id"`
+	Bucket     string          `json:"bucket"`
+	Key        string          `json:"key"`
+	Generation string          `json:"generation"`
+	RowIndex   *int            `json:"row_index"`
+	Source     string          `json:"source"`
+	EventTime  string          `json:"event_time"`
+	Task       json.RawMessage `json:"task,omitempty"`
+}
+
+// Entry is one append to a key's ledger.
+type Entry struct {
+	Key        Key
+	Kind       Kind
+	Generation int64
+	// Event is the task event body; nil for a Tombstone.
+	Event *Event
+}
+
+// Result is the outcome of a successful Append.
+type Result struct {
+	Seq uint64
+}
+
+// Bus publishes to and reads from JetStream.
+type Bus struct {
+	nc *nats.Conn
+	js jetstream.JetStream
+	// Timeout bounds each JetStream round trip.
+	timeout time.Duration
+}
+
+// New wraps a connection. timeout bounds each JetStream request (0: 10s).
+func New(nc *nats.Conn, timeout time.Duration) (*Bus, error) {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("taskbus: %w", err)
+	}
+	return &Bus{nc: nc, js: js, timeout: timeout}, nil
+}
+
+// JetStream exposes the JetStream context, for consumers in tests and tools.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Conn is the underlying connection.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Append publishes e if and only if the key's head is still at expect
+// (0: the key has no entry). It returns ErrConflict when the head moved.
+func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error) {
+	var body []byte
+	if e.Event != nil {
+		var err error
+		if body, err = json.Marshal(e.Event); err != nil {
+			return Result{}, fault.Permanent(fmt.Errorf("taskbus: encode event: %w", err))
+		}
+	} else {
+		body = []byte(`{}`)
+	}
+	gen := strconv.FormatInt(e.Generation, 10)
+	msg := &nats.Msg{Subject: e.Key.subject(e.Kind), Data: body, Header: nats.Header{}}
+	msg.Header.Set(hdrExpectSeq, strconv.FormatUint(expect, 10))
+	msg.Header.Set(hdrExpectSubj, e.Key.filter())
+	msg.Header.Set(hdrGeneration, gen)
+	msg.Header.Set(hdrEvent, string(e.Kind))
+
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	ack, err := b.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return Result{}, classify("append", err)
+	}
+	return Result{Seq: ack.Sequence}, nil
+}
+
+// Head reads the newest ledger entry of k.
+func (b *Bus) Head(ctx context.Context, k Key) (Head, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	// STREAM.MSG.GET, not DIRECT.GET: only the former takes a wildcard
+	// last_by_subj, and the head spans event kinds.
+	req, _ := json.Marshal(map[string]string{"last_by_subj": k.filter()})
+	resp, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+TasksStream, req)
+	if err != nil {
+		return Head{}, classify("head", err)
+	}
+	var r struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Hdrs    []byte `json:"hdrs"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return Head{}, fmt.Errorf("taskbus: head: decode reply: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return Head{}, nil
+		}
+		return Head{}, fmt.Errorf("taskbus: head of %s: %w", k.filter(), r.Error)
+	}
+	if r.Message == nil {
+		return Head{}, nil
+	}
+	h := Head{Seq: r.Message.Seq}
+	hdr, err := nats.DecodeHeadersMsg(r.Message.Hdrs)
+	if err != nil {
+		return Head{}, fmt.Errorf("taskbus: head %s: headers: %w", r.Message.Subject, err)
+	}
+	h.Kind = Kind(hdr.Get(hdrEvent))
+	if h.Generation, err = strconv.ParseInt(hdr.Get(hdrGeneration), 10, 64); err != nil {
+		return Head{}, fmt.Errorf("taskbus: head %s: generation: %w", r.Message.Subject, err)
+	}
+	return h, nil
+}
+
+// classify maps JetStream errors to ErrConflict, permanent or transient.
+func classify(op string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return ErrConflict
+		}
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fault.Permanent(fmt.Errorf("taskbus: %s: %w", op, err))
+	}
+	return fmt.Errorf("taskbus: %s: %w", op, err)
+}
+
+// TaskID is the stable id of a task: the same for every generation of the
+// object and after a delete and re-upload, so consumers can update in place.
+// row is nil in Files mode.
+func TaskID(storage int64, key string, row *int) string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatInt(storage, 10))
+	b.WriteByte(0)
+	b.WriteString(key)
+	b.WriteByte(0)
+	if row != nil {
+		b.WriteString(strconv.Itoa(*row))
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,52 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+func (w *Worker) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{Registry: w.reg}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(rw, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := w.ready(r.Context()); err != nil {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(rw, err)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	return mux
+}
+
+// ready is nil once the subscription is being received, NATS is connected,
+// the streams exist and the storages are loaded (SPEC §4).
+func (w *Worker) ready(ctx context.Context) error {
+	if w.storages.Load() == nil {
+		return errors.New("storages not loaded")
+	}
+	if !w.nc.IsConnected() {
+		return fmt.Errorf("NATS not connected (status %s)", w.nc.Status())
+	}
+	if !w.router.IsRunning() || !w.sub.Receiving() {
+		return errors.New("subscription " + w.cfg.PubsubSubscription + " not being received")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := w.bus.StreamsExist(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+// Package worker assembles the labelsync worker: GCS notifications from a
+// Pub/Sub subscription, through a Watermill router (recover, retry,
+// dead-letter), into the ingest pipeline and on to JetStream; plus its HTTP
+// endpoints. cmd/worker is a thin main around New and Run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/labelsync/labelsync/internal/deadletter"
+	"github.com/labelsync/labelsync/internal/events"
+	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/gpubsub"
+	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/secrets"
+	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// Component names the worker in dead letters and metrics.
+const Component = "worker"
+
+// Worker is a configured, connected worker, ready to Run.
+type Worker struct {
+	cfg    Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+	m      *metrics.Metrics
+
+	storages atomic.Pointer[storages.Set]
+	secrets  *secrets.Box
+
+	embedded *natsembed.Server
+	nc       *nats.Conn
+	bus      *taskbus.Bus
+	psClient *pubsub.Client
+	sub      *gpubsub.Subscriber
+	router   *message.Router
+	listener net.Listener
+	server   *http.Server
+}
+
+// Option adjusts a Worker, for tests.
+type Option func(*options)
+
+type options struct {
+	ingest []ingest.Option
+}
+
+// WithIngestOptions passes options to the ingest pipeline (crash hooks).
+func WithIngestOptions(o ...ingest.Option) Option {
+	return func(opts *options) { opts.ingest = append(opts.ingest, o...) }
+}
+
+// New loads storages, connects to (or starts) NATS, creates the streams,
+// checks the subscription and binds the HTTP address. Nothing is received
+// until Run. On error everything opened so far is closed.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (w *Worker, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	w = &Worker{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
+	w.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w.m = metrics.New(w.reg)
+
+	if cfg.SecretKey != "" {
+		if w.secrets, err = secrets.New(cfg.SecretKey); err != nil {
+			return nil, err
+		}
+	}
+	set, err := loadStorages(cfg.StoragesFile, w.secrets)
+	if err != nil {
+		return nil, err
+	}
+	w.storages.Store(set)
+	logger.Info("storages loaded", "import", set.Len(), "file", cfg.StoragesFile)
+
+	if err := w.connectNATS(ctx); err != nil {
+		return nil, err
+	}
+	if w.bus, err = taskbus.New(w.nc, 10*time.Second); err != nil {
+		return nil, err
+	}
+	if err := w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		return nil, err
+	}
+
+	if w.psClient, err = pubsub.NewClient(ctx, cfg.PubsubProject, gpubsub.ClientOptions(cfg.PubsubEmulatorHost)...); err != nil {
+		return nil, fmt.Errorf("worker: pub/sub client: %w", err)
+	}
+	if err := gpubsub.EnsureSubscription(ctx, w.psClient, cfg.PubsubProject, cfg.PubsubSubscription, cfg.PubsubTopic); err != nil {
+		return nil, err
+	}
+	w.sub = gpubsub.NewSubscriber(w.psClient, gpubsub.Config{
+		Subscription:   cfg.PubsubSubscription,
+		Streams:        cfg.PubsubStreams,
+		MaxOutstanding: cfg.PubsubMaxOutstanding,
+		DrainTimeout:   cfg.ShutdownTimeout,
+	}, logger)
+
+	pipeline := ingest.New(w.bus, w.m, logger, o.ingest...)
+	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)
+	if w.router, err = w.newRouter(handler); err != nil {
+		return nil, err
+	}
+
+	if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("LABELSYNC_HTTP_ADDR: listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	w.server = &http.Server{Handler: w.routes(), ReadHeaderTimeout: 10 * time.Second}
+	return w, nil
+}
+
+func loadStorages(path string, box *secrets.Box) (*storages.Set, error) {
+	if path == "" {
+		return storages.NewSet(nil)
+	}
+	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
+	if err != nil {
+		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+	}
+	set, err := storages.NewSet(f.Import)
+	if err != nil {
+		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+	}
+	return set, nil
+}
+
+func (w *Worker) connectNATS(ctx context.Context) error {
+	url := w.cfg.NATSURL
+	if url == "" {
+		var err error
+		w.embedded, err = natsembed.Start(natsembed.Options{
+			Addr:     w.cfg.EmbeddedNATSAddr,
+			StoreDir: filepath.Join(w.cfg.DataDir, "nats"),
+			Logger:   w.logger,
+		})
+		if err != nil {
+			return fmt.Errorf("worker: embedded NATS (LABELSYNC_NATS_URL is empty): %w", err)
+		}
+		url = w.embedded.URL()
+		w.logger.Info("embedded NATS started", "url", url, "dir", filepath.Join(w.cfg.DataDir, "nats"))
+	}
+	var err error
+	w.nc, err = nats.Connect(url,
+		nats.Name("labelsync-worker"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { w.logger.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { w.logger.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("LABELSYNC_NATS_URL: connect to %s: %w", url, err)
+	}
+	return nil
+}
+
+// newRouter wires the handler with, from the outside in: dead-letter
+// (permanent failures are stored, then acked), retry with backoff
+// (transient failures only), and a recoverer that turns a panic into a
+// permanent failure — a panicking input would panic again.
+func (w *Worker) newRouter(h *ingest.Notifications) (*message.Router, error) {
+	wl := watermill.NewSlogLogger(w.logger.With("component", "watermill"))
+	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.ShutdownTimeout}, wl)
+	if err != nil {
+		return nil, fmt.Errorf("worker: router: %w", err)
+	}
+	r.AddMiddleware(
+		deadletter.Middleware(w.bus, Component, deadLetterCode, w.m, w.logger),
+		middleware.Retry{
+			MaxRetries:      5,
+			InitialInterval: 100 * time.Millisecond,
+			MaxInterval:     5 * time.Second,
+			Multiplier:      2,
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !fault.IsPermanent(p.Err) },
+			Logger:          wl,
+		}.Middleware,
+		permanentPanics,
+	)
+	r.AddConsumerHandler("gcs-notifications", w.cfg.PubsubSubscription, w.sub, h.Handle)
+	return r, nil
+}
+
+func permanentPanics(h message.HandlerFunc) message.HandlerFunc {
+	recovered := middleware.Recoverer(h)
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := recovered(msg)
+		var p middleware.RecoveredPanicError
+		if errors.As(err, &p) {
+			return out, fault.Permanent(fmt.Errorf("worker: handler panicked: %v", p.V))
+		}
+		return out, err
+	}
+}
+
+func deadLetterCode(err error) string {
+	switch {
+	case errors.Is(err, events.ErrMalformed):
+		return "malformed_notification"
+	case errors.Is(err, ingest.ErrUnsupported):
+		return "unsupported"
+	}
+	return "permanent_error"
+}
+
+// HTTPAddr is the address the HTTP server listens on.
+func (w *Worker) HTTPAddr() string { return w.listener.Addr().String() }
+
+// NATSURL is the URL of the NATS server in use (the embedded one's, if so).
+func (w *Worker) NATSURL() string { return w.nc.ConnectedUrl() }
+
+// Registry is the worker's Prometheus registry.
+func (w *Worker) Registry() *prometheus.Registry { return w.reg }
+
+// Run receives until ctx is done, then drains: it stops pulling, waits for
+// in-flight messages to finish and be acked (up to ShutdownTimeout), and
+// closes connections. It returns a non-nil error if receiving failed.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := w.server.Serve(w.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("worker: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		// Run returns once every handler stopped: after Close, or when
+		// the subscription can no longer be received.
+		if err := w.router.Run(context.WithoutCancel(gctx)); err != nil {
+			return fmt.Errorf("worker: router: %w", err)
+		}
+		if err := w.sub.Err(); err != nil {
+			return err
+		}
+		if ctx.Err() == nil {
+			return errors.New("worker: receiving stopped")
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		w.logger.Info("shutting down: draining in-flight messages")
+		if err := w.router.Close(); err != nil {
+			w.logger.Error("router close", "err", err)
+		}
+		_ = w.sub.Close()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return w.server.Shutdown(shutdownCtx)
+	})
+	w.logger.Info("worker started", "http", w.HTTPAddr(), "subscription", w.cfg.PubsubSubscription, "nats", w.NATSURL())
+	return g.Wait()
+}
+
+// close releases what New opened, in reverse order.
+func (w *Worker) close() {
+	if w.sub != nil {
+		_ = w.sub.Close()
+	}
+	if w.psClient != nil {
+		_ = w.psClient.Close()
+	}
+	if w.listener != nil && w.server == nil {
+		_ = w.listener.Close()
+	}
+	if w.nc != nil {
+		_ = w.nc.Drain()
+		for i := 0; i < 100 && !w.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		w.nc.Close()
+	}
+	if w.embedded != nil {
+		w.embedded.Shutdown()
+	}
+}
