@@ -31,9 +31,34 @@ func Load(ctx context.Context, name string, args []string, lookup envconfig.Look
 		Lookuper: envconfig.MultiLookuper(envconfig.MapLookuper(flags), lookup),
 	})
 	if err != nil {
+		// envconfig names parse failures by struct field; users know the
+		// variable.
+		msg := err.Error()
+		for field, env := range fieldEnvs(reflect.TypeOf(target).Elem()) {
+			if rest, ok := strings.CutPrefix(msg, field+": "); ok {
+				return fmt.Errorf("%s: %s", env, rest)
+			}
+		}
 		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+func fieldEnvs(t reflect.Type) map[string]string {
+	out := map[string]string{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+			for k, v := range fieldEnvs(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if tag := f.Tag.Get("env"); tag != "" {
+			out[f.Name] = strings.TrimSpace(strings.SplitN(tag, ",", 2)[0])
+		}
+	}
+	return out
 }
 
 // parseFlags registers one string flag per env variable of target and
@@ -70,17 +95,8 @@ func parseFlags(name string, args []string, target any) (map[string]string, erro
 
 func envNames(t reflect.Type) []string {
 	var names []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
-			names = append(names, envNames(f.Type)...)
-			continue
-		}
-		tag := f.Tag.Get("env")
-		if tag == "" {
-			continue
-		}
-		names = append(names, strings.TrimSpace(strings.SplitN(tag, ",", 2)[0]))
+	for _, env := range fieldEnvs(t) {
+		names = append(names, env)
 	}
 	return names
 }

@@ -75,9 +75,9 @@ func EnsureSubscription(ctx context.Context, c *pubsub.Client, project, subscrip
 	_, err = c.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
 		Name:  name,
 		Topic: topicName,
-		// Long enough for a Tasks-mode file read; the client extends leases
-		// anyway while a handler runs.
-		AckDeadlineSeconds: 60,
+		// Short, so that messages held by a worker that died come back
+		// quickly; the client extends the lease while a handler runs.
+		AckDeadlineSeconds: 10,
 	})
 	if err != nil && status.Code(err) != codes.AlreadyExists {
 		return fmt.Errorf("gpubsub: create subscription %s on %s: %w", name, topicName, err)
@@ -116,6 +116,11 @@ func NewSubscriber(c *pubsub.Client, cfg Config, logger *slog.Logger) *Subscribe
 	sub := c.Subscriber(cfg.Subscription)
 	sub.ReceiveSettings.NumGoroutines = cfg.Streams
 	sub.ReceiveSettings.MaxOutstandingMessages = cfg.MaxOutstanding
+	// Leases in 10 s steps (the minimum) instead of the client's 60 s
+	// stream deadline: messages held by a worker that died are redelivered
+	// to the others after seconds, not a minute. Live handlers keep theirs
+	// extended for as long as they run.
+	sub.ReceiveSettings.MaxDurationPerAckExtension = 10 * time.Second
 	sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{
 		Behavior: pubsub.ShutdownBehaviorWaitForProcessing,
 		Timeout:  cfg.DrainTimeout,

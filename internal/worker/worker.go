@@ -74,12 +74,12 @@ func WithIngestOptions(o ...ingest.Option) Option {
 // New loads storages, connects to (or starts) NATS, creates the streams,
 // checks the subscription and binds the HTTP address. Nothing is received
 // until Run. On error everything opened so far is closed.
-func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (w *Worker, err error) {
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (_ *Worker, err error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
-	w = &Worker{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	w := &Worker{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			w.close()

@@ -1,0 +1,33 @@
+# labelsync — see README.md. Every target installs or builds what it needs.
+SHELL := /usr/bin/env bash
+GO ?= go
+
+.PHONY: help test test-short vet fmt-check run build bench fuzz
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build every binary into ./bin
+	$(GO) build -o bin/ ./cmd/...
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+test: vet ## unit, fuzz-seed and end-to-end tests (pstest + fake-gcs-server + NATS, and Google's Pub/Sub emulator when installed)
+	$(GO) test -count=1 -timeout 15m ./...
+	@scripts/emulator-status.sh
+
+test-short: ## unit tests only
+	$(GO) test -count=1 -short ./...
+
+run: build ## local stack: emulators, worker with embedded NATS; shows an upload become a task
+	@scripts/run.sh
+
+bench: ## throughput, latency and memory benchmarks (see docs/benchmarks.md)
+	$(GO) test ./internal/bench -run '^$$' -bench . -benchtime 1x -timeout 60m
+
+fuzz: ## run each fuzzer for FUZZTIME (default 30s)
+	$(GO) test ./internal/events -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/storages -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}

@@ -1,0 +1,25 @@
+// Command lsctl watches labelsync's streams and uploads or deletes objects
+// on the local stack. Run it without arguments for usage.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"github.com/labelsync/labelsync/internal/ctl"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := ctl.Run(ctx, os.Args[1:], ctl.Env{
+		NATSURL:             os.Getenv("LABELSYNC_NATS_URL"),
+		StorageEmulatorHost: os.Getenv("STORAGE_EMULATOR_HOST"),
+	}, os.Stdin, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,37 @@
+// Package bench holds labelsync's speed benchmarks. It has no non-test code:
+// everything lives in _test.go files and runs only with -bench, so `go test
+// ./...` compiles it and finishes at once.
+//
+//	make bench
+//	go test ./internal/bench -run '^$' -bench . -benchtime 1x -timeout 60m
+//
+// Three benchmarks, each run against pstest (in-process) and against
+// Google's Pub/Sub emulator (skipped with a message when it is not installed,
+// failed when LABELSYNC_REQUIRE_PUBSUB_EMULATOR=1):
+//
+//   - BenchmarkThroughput drains the same backlog of real-format
+//     OBJECT_FINALIZE notifications (payloadFormat JSON_API_V1) three times,
+//     one contender at a time, with identical receive settings: labelsync's
+//     worker (decode, match, ledger-conditioned JetStream append, ack), a raw
+//     pipeline (bare pubsub/v2 subscriber, synchronous JetStream publish,
+//     ack) and a raw ack ceiling (a subscriber that only acks). It reports
+//     each rate and labelsync's share of both baselines.
+//   - BenchmarkLatency publishes at a steady rate and reports the p50/p99
+//     time from the producer's Publish call to the task event's arrival on a
+//     JetStream ordered consumer in the same process.
+//   - BenchmarkWorkerRSS runs cmd/worker as its own process over a large run
+//     and reports its resident set size at fixed points of progress.
+//
+// Every contender gets its own NATS server (embedded in the benchmark process,
+// file storage in a fresh temporary directory), separate from the worker's
+// Go code but in the same process for the in-process contenders.
+//
+// Sizes come from the environment: LABELSYNC_BENCH_N (backlog, default
+// 100000), LABELSYNC_BENCH_RSS_N (default 200000),
+// LABELSYNC_BENCH_LATENCY_SECONDS (default 20) and LABELSYNC_BENCH_LATENCY_RATE
+// (default 1000 per second). Receive settings: LABELSYNC_BENCH_PSTEST_STREAMS
+// (default 128), LABELSYNC_BENCH_EMULATOR_STREAMS (default 32) and
+// LABELSYNC_BENCH_MAX_OUTSTANDING (default 1000). LABELSYNC_BENCH_CONTENDERS
+// (default "labelsync,raw_pipeline,raw_ack") chooses which contenders drain,
+// in that order. docs/benchmarks.md records the figures and the method.
+package bench

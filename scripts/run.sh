@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make run: the local stack on fixed loopback ports (SPEC §7).
+#   devstack: Pub/Sub emulator (pstest) 127.0.0.1:8085, fake GCS http://127.0.0.1:4443,
+#             notifications for every bucket on topic labelsync-uploads
+#   worker:   embedded NATS with JetStream on 127.0.0.1:4222, HTTP on :8080
+# It seeds demo buckets and storages, uploads one file and prints the task it
+# becomes, then keeps running until Ctrl-C. LABELSYNC_DEMO_ONESHOT=1 exits
+# after the demo (CI uses it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=./bin
+work=$(mktemp -d "${TMPDIR:-/tmp}/labelsync-run.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+for port in 8085 4443 4222 8080; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use: stop what runs there (an earlier make run?) and try again" >&2
+    exit 1
+  fi
+done
+
+cat >"$work/storages.json" <<'JSON'
+{"import": [{"id": 1, "project": 7, "title": "raw images", "bucket": "acme-raw",
+             "prefix": "incoming", "regex_filter": ".*\\.(jpe?g|png)$",
+             "use_blob_urls": true, "recursive_scan": true}],
+ "export": [{"id": 2, "project": 7, "title": "labels", "bucket": "acme-labels",
+             "prefix": "annotations", "can_delete_objects": true}]}
+JSON
+
+echo "==> starting devstack (Pub/Sub emulator 127.0.0.1:8085, fake GCS http://127.0.0.1:4443)"
+"$bin/devstack" -bucket acme-raw -bucket acme-labels >"$work/devstack.out" 2>"$work/devstack.log" &
+pids+=($!)
+for _ in $(seq 1 100); do [ -s "$work/devstack.out" ] && break; sleep 0.1; done
+[ -s "$work/devstack.out" ] || { echo "devstack did not start:"; cat "$work/devstack.log"; exit 1; }
+
+export PUBSUB_EMULATOR_HOST=127.0.0.1:8085 STORAGE_EMULATOR_HOST=http://127.0.0.1:4443
+export LABELSYNC_NATS_URL=nats://127.0.0.1:4222
+
+echo "==> starting worker (embedded NATS with JetStream on 127.0.0.1:4222, HTTP :8080)"
+LABELSYNC_NATS_URL= LABELSYNC_DATA_DIR="$work/data" LABELSYNC_HTTP_ADDR=127.0.0.1:8080 \
+LABELSYNC_PUBSUB_PROJECT=labelsync-dev LABELSYNC_PUBSUB_SUBSCRIPTION=labelsync-worker \
+LABELSYNC_PUBSUB_TOPIC=labelsync-uploads LABELSYNC_STORAGES_FILE="$work/storages.json" \
+LABELSYNC_LOG_FORMAT=text "$bin/worker" 2>"$work/worker.log" &
+pids+=($!)
+ready=""
+for _ in $(seq 1 300); do
+  if curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1; then ready=1; break; fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "worker not ready:"; cat "$work/worker.log"; exit 1; }
+echo "    ready: $(curl -fsS http://127.0.0.1:8080/readyz)"
+
+echo "==> uploading gs://acme-raw/incoming/cat 1.jpg"
+"$bin/lsctl" upload acme-raw "incoming/cat 1.jpg" README.md
+echo "==> the task event it became, from stream LABELSYNC_TASKS:"
+"$bin/lsctl" watch -count 1 -timeout 30s
+
+cat <<MSG
+
+==> labelsync is running. In another shell:
+  export PUBSUB_EMULATOR_HOST=$PUBSUB_EMULATOR_HOST STORAGE_EMULATOR_HOST=$STORAGE_EMULATOR_HOST LABELSYNC_NATS_URL=$LABELSYNC_NATS_URL
+  bin/lsctl upload acme-raw incoming/dog.png some-file.png     # becomes a task
+  bin/lsctl upload acme-raw "incoming/cat 1.jpg" README.md      # an update of the same task
+  bin/lsctl rm acme-raw incoming/dog.png                        # a deleted event
+  bin/lsctl watch                                               # every task event, then new ones as they come
+  bin/lsctl watch -subjects 'labelsync.deadletter.>'            # the dead-letter stream
+  curl -s localhost:8080/metrics | grep ^labelsync_             # metrics
+Logs: $work/worker.log, $work/devstack.log. Ctrl-C stops everything.
+MSG
+
+if [ "${LABELSYNC_DEMO_ONESHOT:-}" = 1 ]; then
+  echo "==> LABELSYNC_DEMO_ONESHOT=1: stopping"
+  exit 0
+fi
+wait "${pids[0]}"
