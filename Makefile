@@ -25,7 +25,8 @@ test-short: ## unit tests only
 run: build ## local stack: emulators, worker with embedded NATS; shows an upload become a task
 	@scripts/run.sh
 
-bench: ## throughput, latency and memory benchmarks (see docs/benchmarks.md)
+bench: ## throughput, latency and memory benchmarks on pstest and Google's Pub/Sub emulator (LABELSYNC_BENCH_N, LABELSYNC_BENCH_RSS_N, LABELSYNC_BENCH_LATENCY_SECONDS; docs/benchmarks.md)
+	@echo "machine: $$(nproc) CPUs, $$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs), $$(awk '/MemTotal/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo 2>/dev/null), $$($(GO) env GOVERSION), $$(date -u +%FT%TZ)"
 	$(GO) test ./internal/bench -run '^$$' -bench . -benchtime 1x -timeout 60m
 
 fuzz: ## run each fuzzer for FUZZTIME (default 30s)

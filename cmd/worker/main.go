@@ -1,12 +1,16 @@
 // Command worker imports GCS objects into labelsync task events: it consumes
 // GCS notifications from Pub/Sub and publishes tasks to NATS JetStream.
+// `worker sync --storage ID` runs one sync (backfill) of a source storage.
 // Configuration is environment variables or flags (see README and SPEC §5).
 package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/sethvargo/go-envconfig"
@@ -23,6 +27,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "sync" {
+		return runSync(ctx, args[1:])
+	}
 	cfg, err := worker.LoadConfig(ctx, args, envconfig.OsLookuper())
 	if err != nil {
 		return err
@@ -36,4 +43,44 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	return w.Run(ctx)
+}
+
+func runSync(ctx context.Context, args []string) error {
+	id, cfgArgs, err := storageFlag(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := worker.LoadConfig(ctx, cfgArgs, envconfig.OsLookuper())
+	if err != nil {
+		return err
+	}
+	logger, err := cfg.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	return worker.RunSync(ctx, cfg, logger, id, os.Stdout)
+}
+
+// storageFlag takes --storage ID out of args; the rest are the worker's
+// configuration flags.
+func storageFlag(args []string) (int64, []string, error) {
+	var value string
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		name, v, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "-") || name != "storage" {
+			rest = append(rest, args[i])
+			continue
+		}
+		if !hasValue && i+1 < len(args) {
+			i++
+			v = args[i]
+		}
+		value = v
+	}
+	id, err := strconv.ParseInt(value, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, nil, errors.New("worker sync: --storage ID (a positive integer) is required")
+	}
+	return id, rest, nil
 }

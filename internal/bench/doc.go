@@ -24,13 +24,20 @@
 //
 // Every contender gets its own NATS server (embedded in the benchmark process,
 // file storage in a fresh temporary directory), separate from the worker's
-// Go code but in the same process for the in-process contenders.
+// code though in the same process.
+//
+// Each throughput contender drains a fresh topic and subscription seeded
+// just before its drain with the same notifications (a server holding other
+// contenders' backlogs slows down), in LABELSYNC_BENCH_ROUNDS rounds (default
+// 2) whose order alternates.
 //
 // Sizes come from the environment: LABELSYNC_BENCH_N (backlog, default
 // 100000), LABELSYNC_BENCH_RSS_N (default 200000),
-// LABELSYNC_BENCH_LATENCY_SECONDS (default 20) and LABELSYNC_BENCH_LATENCY_RATE
-// (default 1000 per second). Receive settings: LABELSYNC_BENCH_PSTEST_STREAMS
-// (default 128), LABELSYNC_BENCH_EMULATOR_STREAMS (default 32) and
+// LABELSYNC_BENCH_LATENCY_SECONDS (default 20, after
+// LABELSYNC_BENCH_LATENCY_WARMUP_SECONDS, default 5) and
+// LABELSYNC_BENCH_LATENCY_RATE (default 1000 per second). Receive settings:
+// LABELSYNC_BENCH_PSTEST_STREAMS (default 128),
+// LABELSYNC_BENCH_EMULATOR_STREAMS (default 32) and
 // LABELSYNC_BENCH_MAX_OUTSTANDING (default 1000). LABELSYNC_BENCH_CONTENDERS
 // (default "labelsync,raw_pipeline,raw_ack") chooses which contenders drain,
 // in that order. docs/benchmarks.md records the figures and the method.

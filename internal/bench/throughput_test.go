@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -57,7 +58,19 @@ type drain struct {
 	elapsed time.Duration // first receive to the ack that completed the backlog
 	// deliveries counts handler calls, so deliveries-n are redeliveries.
 	deliveries int64
+	// early and late are labelsync's rates over the 10–50 % and 50–90 %
+	// stretches of the drain: a falling rate means a cost that grows with
+	// the stream.
+	early, late float64
+	// cpu is the CPU time the benchmark process (subscriber or worker, and
+	// the NATS server; not Google's emulator) spent during the drain.
+	cpu time.Duration
+	// busy is the share of all the machine's CPUs in use during the drain
+	// (Google's emulator included), in percent.
+	busy float64
 }
+
+func (d drain) cpuPerMsg() time.Duration { return d.cpu / time.Duration(d.n) }
 
 func (d drain) rate() float64 { return float64(d.n) / d.elapsed.Seconds() }
 
@@ -75,24 +88,31 @@ func benchThroughput(b *testing.B, be backend, n int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	conts := contenders(b)
+	rounds := envInt(b, "LABELSYNC_BENCH_ROUNDS", 2)
 	g := newNotifications(newID("run"))
 	checkNotifications(b, g)
 	storagesFile := writeStoragesFile(b)
-	b.Logf("%s: backlog %d JSON_API_V1 OBJECT_FINALIZE notifications; receive settings for every contender: %s", be.name, n, be.recv)
+	b.Logf("%s: backlog %d JSON_API_V1 OBJECT_FINALIZE notifications; receive settings for every contender: %s; %d rounds", be.name, n, be.recv, rounds)
 
-	results := map[string]drain{}
-	run := func(cont, addr, sub string) {
-		d, err := drainWith(ctx, b, cont, addr, sub, be.recv, g, n, storagesFile)
-		if err != nil {
-			b.Fatalf("%s on %s: %v", cont, be.name, err)
-		}
-		results[cont] = d
-		b.Logf("%s: %-12s drained %d in %s: %.0f msgs/s (%d redeliveries)",
-			be.name, cont, d.n, d.elapsed.Round(time.Millisecond), d.rate(), d.deliveries-int64(d.n))
+	if !be.perContender {
+		addr, stop := be.start(b)
+		defer stop()
+		warmUp(ctx, b, newClient(ctx, b, addr), addr, be.recv, min(50_000, n/2))
 	}
 
-	if be.perContender {
-		for _, cont := range conts {
+	// Every contender drains the same notifications from a fresh topic and
+	// subscription that holds nothing else, seeded just before its drain:
+	// both servers slow down with the number of messages they hold, so a
+	// backlog still waiting for a later contender would tax the one that
+	// drains. Rounds alternate the order (A B C, C B A, ...) so that
+	// whatever drifts during the run (a JVM's JIT, the Go heap) is shared.
+	total := map[string]drain{}
+	for round := range rounds {
+		order := slices.Clone(conts)
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, cont := range order {
 			addr, stop := be.start(b)
 			c := newClient(ctx, b, addr)
 			topic, sub := newID("topic"), newID("sub-"+cont)
@@ -106,50 +126,55 @@ func benchThroughput(b *testing.B, be backend, n int) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Logf("%s: seeded %d for %s in %s (%.0f msgs/s)", be.name, n, cont, took.Round(time.Millisecond), float64(n)/took.Seconds())
-			run(cont, addr, sub)
+			cpu0 := processCPU()
+			busy0, total0 := machineCPU()
+			d, err := drainWith(ctx, b, cont, addr, sub, be.recv, g, n, storagesFile)
+			d.cpu = processCPU() - cpu0
+			if busy1, total1 := machineCPU(); total1 > total0 {
+				d.busy = 100 * float64(busy1-busy0) / float64(total1-total0)
+			}
+			if err != nil {
+				b.Fatalf("%s on %s: %v", cont, be.name, err)
+			}
+			var trend string
+			if d.early > 0 {
+				trend = fmt.Sprintf("; %.0f msgs/s over 10–50 %%, %.0f over 50–90 %%", d.early, d.late)
+			}
+			b.Logf("%s: round %d %-12s seeded in %s, drained %d in %s: %.0f msgs/s, %.1f µs CPU/msg in this process, machine %.0f%% busy (%d redeliveries%s)",
+				be.name, round+1, cont, took.Round(time.Millisecond), d.n, d.elapsed.Round(time.Millisecond), d.rate(),
+				float64(d.cpuPerMsg())/1e3, d.busy, d.deliveries-int64(d.n), trend)
+			t := total[cont]
+			t.n += d.n
+			t.elapsed += d.elapsed
+			t.deliveries += d.deliveries
+			t.cpu += d.cpu
+			total[cont] = t
+			deleteTopic(ctx, c, topic, sub)
 			_ = c.Close()
 			stop()
-		}
-	} else {
-		addr, stop := be.start(b)
-		defer stop()
-		c := newClient(ctx, b, addr)
-		warmUp(ctx, b, c, addr, be.recv, min(20_000, n/5))
-		topic := newID("topic")
-		if err := createTopic(ctx, c, topic); err != nil {
-			b.Fatal(err)
-		}
-		subs := map[string]string{}
-		for _, cont := range conts {
-			subs[cont] = newID("sub-" + cont)
-			if err := createSubscription(ctx, c, subs[cont], topic); err != nil {
-				b.Fatal(err)
-			}
-		}
-		took, err := seed(ctx, c, topic, g, 0, n)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Logf("%s: seeded %d to %d subscriptions in %s (%.0f msgs/s)", be.name, n, len(conts), took.Round(time.Millisecond), float64(n)/took.Seconds())
-		for _, cont := range conts {
-			run(cont, addr, subs[cont])
 		}
 	}
 
 	b.ReportMetric(0, "ns/op")
 	for _, cont := range conts {
-		b.ReportMetric(results[cont].rate(), cont+"_msgs/s")
+		b.ReportMetric(total[cont].rate(), cont+"_msgs/s")
+		b.ReportMetric(float64(total[cont].cpuPerMsg())/1e3, cont+"_cpu_us/msg")
 	}
-	if ls, ok := results[contLabelsync]; ok {
+	if ls, ok := total[contLabelsync]; ok {
 		b.ReportMetric(float64(ls.deliveries-int64(ls.n)), "labelsync_redeliveries")
-		if raw, ok := results[contRawPipeline]; ok {
+		if raw, ok := total[contRawPipeline]; ok {
 			b.ReportMetric(100*ls.rate()/raw.rate(), "pct_of_raw_pipeline")
 		}
-		if raw, ok := results[contRawAck]; ok {
+		if raw, ok := total[contRawAck]; ok {
 			b.ReportMetric(100*ls.rate()/raw.rate(), "pct_of_raw_ack")
 		}
 	}
+}
+
+// deleteTopic frees what a drained contender left on a long-lived server.
+func deleteTopic(ctx context.Context, c *pubsub.Client, topic, sub string) {
+	_ = c.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{Subscription: "projects/" + projectID + "/subscriptions/" + sub})
+	_ = c.TopicAdminClient.DeleteTopic(ctx, &pubsubpb.DeleteTopicRequest{Topic: topicName(topic)})
 }
 
 // warmUp drains a throwaway backlog with a bare acker, so that a JVM
@@ -323,11 +348,15 @@ func drainLabelsync(ctx context.Context, b *testing.B, addr, sub string, r recei
 	}
 
 	// Poll the stream's message count: one JetStream API round trip every
-	// 5 ms, negligible next to the drain.
+	// 10 ms (well under 1 % of the CPU). The first stored event trails the
+	// first receive by one pipeline latency (about a millisecond), and each
+	// end of the interval is known to within 10 ms: under 0.5 % of a
+	// multi-second drain.
 	base := time.Now()
 	first := time.Duration(-1)
 	var elapsed time.Duration
-	tick := time.NewTicker(5 * time.Millisecond)
+	var marks [3]time.Duration // when 10 %, 50 %, 90 % were stored
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		info, err := stream.Info(ctx)
@@ -337,6 +366,11 @@ func drainLabelsync(ctx context.Context, b *testing.B, addr, sub string, r recei
 		now := time.Since(base)
 		if info.State.Msgs > 0 && first < 0 {
 			first = now
+		}
+		for i, frac := range []float64{0.1, 0.5, 0.9} {
+			if marks[i] == 0 && float64(info.State.Msgs) >= frac*float64(n) {
+				marks[i] = now
+			}
 		}
 		if info.State.Msgs >= uint64(n) {
 			elapsed = now - first
@@ -382,7 +416,11 @@ func drainLabelsync(ctx context.Context, b *testing.B, addr, sub string, r recei
 	if others := slices.DeleteFunc(mapKeys(byOutcome), func(k string) bool { return k == "emitted" || k == "duplicate" }); len(others) > 0 {
 		return drain{}, fmt.Errorf("unexpected outcomes %v", byOutcome)
 	}
-	return drain{n: n, elapsed: elapsed, deliveries: int64(handled)}, nil
+	return drain{
+		n: n, elapsed: elapsed, deliveries: int64(handled),
+		early: 0.4 * float64(n) / (marks[1] - marks[0]).Seconds(),
+		late:  0.4 * float64(n) / (marks[2] - marks[1]).Seconds(),
+	}, nil
 }
 
 func mapKeys[V any](m map[string]V) []string {

@@ -77,7 +77,7 @@ func storageClient(ctx context.Context, env Env) (*storage.Client, error) {
 		if !strings.Contains(h, "://") {
 			h = "http://" + h
 		}
-		opts = append(opts, option.WithEndpoint(strings.TrimRight(h, "/")+"/storage/v1/"), option.WithoutAuthentication())
+		opts = append(opts, option.WithEndpoint(strings.TrimRight(h, "/")+"/storage/v1/"), option.WithoutAuthentication(), storage.WithJSONReads())
 	}
 	return storage.NewClient(ctx, opts...)
 }

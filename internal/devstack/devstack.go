@@ -222,6 +222,8 @@ func (s *Stack) StorageClient(ctx context.Context) (*storage.Client, error) {
 	c, err := storage.NewClient(ctx,
 		option.WithEndpoint(s.GCSURL+"/storage/v1/"),
 		option.WithoutAuthentication(),
+		// fake-gcs-server serves XML-API reads only for its PublicHost.
+		storage.WithJSONReads(),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: storage client: %w", err)

@@ -179,6 +179,8 @@ func (h *harness) config() worker.Config {
 		PubsubMaxOutstanding: 200,
 		StoragesFile:         h.file,
 		ShutdownTimeout:      10 * time.Second,
+		MaxObjectBytes:       1 << 30,
+		StorageEmulatorHost:  h.stack.GCSURL,
 		Logging:              config.Logging{LogLevel: "warn", LogFormat: "text"},
 		PubsubEmulatorHost:   h.stack.PubsubAddr,
 	}
@@ -186,8 +188,13 @@ func (h *harness) config() worker.Config {
 
 func (h *harness) startWorker(opts ...worker.Option) *runningWorker {
 	h.t.Helper()
+	return h.startWorkerWith(h.config(), opts...)
+}
+
+func (h *harness) startWorkerWith(cfg worker.Config, opts ...worker.Option) *runningWorker {
+	h.t.Helper()
 	ctx, cancel := context.WithCancel(h.ctx)
-	w, err := worker.New(ctx, h.config(), h.log, opts...)
+	w, err := worker.New(ctx, cfg, h.log, opts...)
 	if err != nil {
 		cancel()
 		h.t.Fatal(err)

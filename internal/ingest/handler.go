@@ -61,7 +61,7 @@ func (h *Notifications) handle(ctx context.Context, obj events.Object) (string, 
 	for _, st := range h.storages().Match(obj.Bucket, obj.Key) {
 		// A failure part-way leaves earlier storages done; the redelivery
 		// finds them duplicates in their ledgers.
-		outcome, err := h.pipeline.Apply(ctx, st, Object{Bucket: obj.Bucket, Key: obj.Key}, o)
+		outcome, err := h.pipeline.Apply(ctx, st, Object{Bucket: obj.Bucket, Key: obj.Key}, o, nil)
 		if err != nil {
 			return "", fmt.Errorf("ingest: gs://%s/%s generation %d for storage %d: %w", obj.Bucket, obj.Key, obj.Generation, st.ID, err)
 		}

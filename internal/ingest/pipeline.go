@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labelsync/labelsync/internal/fault"
@@ -52,6 +54,10 @@ type Pipeline struct {
 	// step, when set, is called between the pipeline's steps; an error
 	// aborts there as a crash would. Tests use it to prove recovery.
 	step func(ctx context.Context, name string) error
+
+	// Tasks mode; nil until WithTasks.
+	reader recordReader
+	rows   rowLedger
 }
 
 // Option configures a Pipeline.
@@ -82,9 +88,11 @@ type Object struct {
 // Apply records one observation of obj for storage st, appending the task
 // event SPEC §2 defines, if any, and returns the outcome to count (one of the
 // metrics.Outcome* values).
-func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o Observation) (string, error) {
+//
+// counts, if not nil, is incremented for every task event appended.
+func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o Observation, counts *Counts) (string, error) {
 	if !st.UseBlobURLs {
-		return "", fault.Permanent(fmt.Errorf("ingest: storage %d: the Tasks import method (use_blob_urls false): %w", st.ID, ErrUnsupported))
+		return p.applyTasks(ctx, st, obj, o, counts)
 	}
 	key := taskbus.Key{Project: st.Project, Storage: st.ID, Object: obj.Key}
 
@@ -128,6 +136,7 @@ func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o
 		}
 		if d.Kind != taskbus.Tombstone {
 			p.metrics.TasksEmitted.WithLabelValues(strconv.FormatInt(st.Project, 10), string(d.Kind)).Inc()
+			counts.add(d.Kind)
 		}
 		return d.Outcome, nil
 	}
@@ -169,4 +178,26 @@ func (p *Pipeline) entry(st *storages.Import, obj Object, key taskbus.Key, kind 
 	}
 	e.Event = ev
 	return e, nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Counts tallies the task events an Apply appended, for sync statistics.
+// Safe for concurrent use; a nil *Counts counts nothing.
+type Counts struct {
+	Created, Updated, Deleted atomic.Int64
+}
+
+func (c *Counts) add(k taskbus.Kind) {
+	if c == nil {
+		return
+	}
+	switch k {
+	case taskbus.Created:
+		c.Created.Add(1)
+	case taskbus.Updated:
+		c.Updated.Add(1)
+	case taskbus.Deleted:
+		c.Deleted.Add(1)
+	}
 }

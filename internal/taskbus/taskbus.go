@@ -94,8 +94,8 @@ func (k Key) filter() string {
 	return fmt.Sprintf("labelsync.*.%d.*.%d.%s", k.Project, k.Storage, k.Hash())
 }
 
-func (k Key) subject(kind Kind) string {
-	if kind == Tombstone {
+func (k Key) subject(kind Kind, ledger bool) string {
+	if ledger || kind == Tombstone {
 		return fmt.Sprintf("%s.%d.%s.%d.%s", ledgerRoot, k.Project, kind, k.Storage, k.Hash())
 	}
 	return fmt.Sprintf("%s.%d.%s.%d.%s", tasksRoot, k.Project, kind, k.Storage, k.Hash())
@@ -140,6 +140,11 @@ type Entry struct {
 	Generation int64
 	// Event is the task event body; nil for a Tombstone.
 	Event *Event
+	// Ledger makes the entry ledger-only (a Tasks-mode file's commit
+	// record): consumers of task events do not see it.
+	Ledger bool
+	// Body, for ledger-only entries, is stored as the message data.
+	Body []byte
 }
 
 // Result is the outcome of a successful Append.
@@ -160,7 +165,7 @@ func New(nc *nats.Conn, timeout time.Duration) (*Bus, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*maxRowsInFlight))
 	if err != nil {
 		return nil, fmt.Errorf("taskbus: %w", err)
 	}
@@ -176,17 +181,15 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 // Append publishes e if and only if the key's head is still at expect
 // (0: the key has no entry). It returns ErrConflict when the head moved.
 func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error) {
-	var body []byte
-	if e.Event != nil {
-		var err error
-		if body, err = json.Marshal(e.Event); err != nil {
-			return Result{}, fault.Permanent(fmt.Errorf("taskbus: encode event: %w", err))
-		}
-	} else {
-		body = []byte(`{}`)
+	body, err := encodeEvent(e.Event)
+	if err != nil {
+		return Result{}, fault.Permanent(err)
+	}
+	if e.Body != nil {
+		body = e.Body
 	}
 	gen := strconv.FormatInt(e.Generation, 10)
-	msg := &nats.Msg{Subject: e.Key.subject(e.Kind), Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: e.Key.subject(e.Kind, e.Ledger), Data: body, Header: nats.Header{}}
 	msg.Header.Set(hdrExpectSeq, strconv.FormatUint(expect, 10))
 	msg.Header.Set(hdrExpectSubj, e.Key.filter())
 	msg.Header.Set(hdrGeneration, gen)
@@ -205,12 +208,31 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 func (b *Bus) Head(ctx context.Context, k Key) (Head, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	// STREAM.MSG.GET, not DIRECT.GET: only the former takes a wildcard
-	// last_by_subj, and the head spans event kinds.
-	req, _ := json.Marshal(map[string]string{"last_by_subj": k.filter()})
+	m, err := b.lastMsg(ctx, k.filter())
+	if err != nil || m == nil {
+		return Head{}, err
+	}
+	h := Head{Seq: m.seq, Kind: Kind(m.header.Get(hdrEvent))}
+	if h.Generation, err = strconv.ParseInt(m.header.Get(hdrGeneration), 10, 64); err != nil {
+		return Head{}, fmt.Errorf("taskbus: head %s: generation: %w", m.subject, err)
+	}
+	return h, nil
+}
+
+type storedMsg struct {
+	subject string
+	seq     uint64
+	header  nats.Header
+}
+
+// lastMsg returns the newest message matching filter, or nil. It uses
+// STREAM.MSG.GET, not DIRECT.GET: only the former takes a wildcard
+// last_by_subj, and heads span event kinds.
+func (b *Bus) lastMsg(ctx context.Context, filter string) (*storedMsg, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": filter})
 	resp, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+TasksStream, req)
 	if err != nil {
-		return Head{}, classify("head", err)
+		return nil, classify("head", err)
 	}
 	var r struct {
 		Message *struct {
@@ -221,27 +243,22 @@ func (b *Bus) Head(ctx context.Context, k Key) (Head, error) {
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return Head{}, fmt.Errorf("taskbus: head: decode reply: %w", err)
+		return nil, fmt.Errorf("taskbus: head: decode reply: %w", err)
 	}
 	if r.Error != nil {
 		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return Head{}, nil
+			return nil, nil
 		}
-		return Head{}, fmt.Errorf("taskbus: head of %s: %w", k.filter(), r.Error)
+		return nil, fmt.Errorf("taskbus: head of %s: %w", filter, r.Error)
 	}
 	if r.Message == nil {
-		return Head{}, nil
+		return nil, nil
 	}
-	h := Head{Seq: r.Message.Seq}
 	hdr, err := nats.DecodeHeadersMsg(r.Message.Hdrs)
 	if err != nil {
-		return Head{}, fmt.Errorf("taskbus: head %s: headers: %w", r.Message.Subject, err)
+		return nil, fmt.Errorf("taskbus: head %s: headers: %w", r.Message.Subject, err)
 	}
-	h.Kind = Kind(hdr.Get(hdrEvent))
-	if h.Generation, err = strconv.ParseInt(hdr.Get(hdrGeneration), 10, 64); err != nil {
-		return Head{}, fmt.Errorf("taskbus: head %s: generation: %w", r.Message.Subject, err)
-	}
-	return h, nil
+	return &storedMsg{subject: r.Message.Subject, seq: r.Message.Seq, header: hdr}, nil
 }
 
 // classify maps JetStream errors to ErrConflict, permanent or transient.
@@ -274,3 +291,5 @@ func TaskID(storage int64, key string, row *int) string {
 	sum := sha256.Sum256([]byte(b.String()))
 	return hex.EncodeToString(sum[:16])
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

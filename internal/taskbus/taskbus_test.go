@@ -120,3 +120,54 @@ func TestDeadLetterStoredOnce(t *testing.T) {
 		t.Fatalf("dead-letter stream holds %d messages, want 1", info.State.Msgs)
 	}
 }
+
+func TestRowsAndRowHeads(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBus(t)
+	k := Key{Project: 7, Storage: 3, Object: "tasks/batch.jsonl"}
+	heads, err := b.RowHeads(ctx, k)
+	if err != nil || len(heads) != 0 {
+		t.Fatalf("RowHeads of a new file = %v, %v", heads, err)
+	}
+	var results []error
+	rows := b.NewRows(func(_ RowEntry, err error) { results = append(results, err) })
+	for i := range 1200 { // more than maxRowsInFlight: exercises settling mid-batch
+		if err := rows.Add(ctx, RowEntry{Key: k, Row: i, Kind: Created, Generation: 5, Hash: "h" + string(rune('a'+i%26)), Event: &Event{Event: Created}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second append on row 0 with a stale expectation conflicts.
+	if err := rows.Add(ctx, RowEntry{Key: k, Row: 0, Kind: Updated, Generation: 6, Event: &Event{Event: Updated}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rows.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1201 {
+		t.Fatalf("%d results, want 1201", len(results))
+	}
+	for i, err := range results[:1200] {
+		if err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+	}
+	if !errors.Is(results[1200], ErrConflict) {
+		t.Fatalf("stale row append: %v, want ErrConflict", results[1200])
+	}
+	heads, err = b.RowHeads(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heads) != 1200 || heads[27].Hash != "hb" || heads[27].Generation != 5 || !heads[27].Live() {
+		t.Fatalf("RowHeads: %d rows, row 27 = %+v", len(heads), heads[27])
+	}
+	h0, err := b.RowHead(ctx, k, 0)
+	if err != nil || h0 != heads[0] {
+		t.Fatalf("RowHead(0) = %+v, %v; want %+v", h0, err, heads[0])
+	}
+	// A file's row events do not move its file-level head.
+	if h, err := b.Head(ctx, k); err != nil || h.Exists() {
+		t.Fatalf("file head = %+v, %v; want none", h, err)
+	}
+}

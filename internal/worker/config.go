@@ -35,8 +35,11 @@ type Config struct {
 	PubsubMaxOutstanding int `env:"LABELSYNC_PUBSUB_MAX_OUTSTANDING, default=1000"`
 
 	StoragesFile string `env:"LABELSYNC_STORAGES_FILE"`
-	APIToken     string `env:"LABELSYNC_API_TOKEN"`
-	SecretKey    string `env:"LABELSYNC_SECRET_KEY"`
+	// MaxObjectBytes caps the size of a Tasks-mode file; bigger ones are
+	// dead-lettered. Reading streams, so the cap is about time, not memory.
+	MaxObjectBytes int64  `env:"LABELSYNC_MAX_OBJECT_BYTES, default=4294967296"`
+	APIToken       string `env:"LABELSYNC_API_TOKEN"`
+	SecretKey      string `env:"LABELSYNC_SECRET_KEY"`
 
 	// ShutdownTimeout bounds the drain of in-flight messages at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
@@ -100,6 +103,9 @@ func (c *Config) Validate() error {
 		if _, err := secrets.New(c.SecretKey); err != nil {
 			return err
 		}
+	}
+	if c.MaxObjectBytes < 1 {
+		return fmt.Errorf("LABELSYNC_MAX_OBJECT_BYTES: %d must be positive", c.MaxObjectBytes)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("LABELSYNC_SHUTDOWN_TIMEOUT: %s must be positive", c.ShutdownTimeout)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/storage"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -27,13 +28,16 @@ import (
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/events"
 	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/natsembed"
 	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/syncer"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/taskfile"
 )
 
 // Component names the worker in dead letters and metrics.
@@ -47,7 +51,10 @@ type Worker struct {
 	m      *metrics.Metrics
 
 	storages atomic.Pointer[storages.Set]
+	exports  []storages.Export
 	secrets  *secrets.Box
+	clients  *gcs.Clients
+	syncer   *syncer.Syncer
 
 	embedded *natsembed.Server
 	nc       *nats.Conn
@@ -88,27 +95,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	w.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w.m = metrics.New(w.reg)
 
-	if cfg.SecretKey != "" {
-		if w.secrets, err = secrets.New(cfg.SecretKey); err != nil {
-			return nil, err
-		}
-	}
-	set, err := loadStorages(cfg.StoragesFile, w.secrets)
-	if err != nil {
+	if err := w.prepare(ctx); err != nil {
 		return nil, err
 	}
-	w.storages.Store(set)
-	logger.Info("storages loaded", "import", set.Len(), "file", cfg.StoragesFile)
-
-	if err := w.connectNATS(ctx); err != nil {
-		return nil, err
-	}
-	if w.bus, err = taskbus.New(w.nc, 10*time.Second); err != nil {
-		return nil, err
-	}
-	if err := w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		return nil, err
-	}
+	logger.Info("storages loaded", "import", w.storages.Load().Len(), "export", len(w.exports), "file", cfg.StoragesFile)
 
 	if w.psClient, err = pubsub.NewClient(ctx, cfg.PubsubProject, gpubsub.ClientOptions(cfg.PubsubEmulatorHost)...); err != nil {
 		return nil, fmt.Errorf("worker: pub/sub client: %w", err)
@@ -123,7 +113,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		DrainTimeout:   cfg.ShutdownTimeout,
 	}, logger)
 
-	pipeline := ingest.New(w.bus, w.m, logger, o.ingest...)
+	pipeline := w.pipeline(o.ingest...)
+	if w.syncer, err = syncer.New(ctx, w.bus.JetStream(), pipeline, w.bus, w.clientFor, w.storages.Load, w.m, logger); err != nil {
+		return nil, err
+	}
 	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)
 	if w.router, err = w.newRouter(handler); err != nil {
 		return nil, err
@@ -136,19 +129,37 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	return w, nil
 }
 
-func loadStorages(path string, box *secrets.Box) (*storages.Set, error) {
+func loadStorages(path string, box *secrets.Box) (*storages.Set, []storages.Export, error) {
 	if path == "" {
-		return storages.NewSet(nil)
+		set, err := storages.NewSet(nil)
+		return set, nil, err
 	}
 	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
 	if err != nil {
-		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+		return nil, nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
 	set, err := storages.NewSet(f.Import)
 	if err != nil {
-		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+		return nil, nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
-	return set, nil
+	return set, f.Export, nil
+}
+
+// pipeline builds the ingest pipeline, with the Tasks import method.
+func (w *Worker) pipeline(opts ...ingest.Option) *ingest.Pipeline {
+	reader := ingest.NewGCSReader(w.clientFor, w.cfg.MaxObjectBytes, taskfile.Options{})
+	opts = append([]ingest.Option{ingest.WithTasks(reader, w.bus)}, opts...)
+	return ingest.New(w.bus, w.m, w.logger, opts...)
+}
+
+// clientFor is the storage client of a source storage: its own
+// credentials, or Application Default Credentials.
+func (w *Worker) clientFor(ctx context.Context, st *storages.Import) (*storage.Client, error) {
+	creds, err := st.Credentials(w.secrets)
+	if err != nil {
+		return nil, fault.Permanent(fmt.Errorf("worker: storage %d credentials: %w", st.ID, err))
+	}
+	return w.clients.For(ctx, creds)
 }
 
 func (w *Worker) connectNATS(ctx context.Context) error {
@@ -263,6 +274,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return w.syncer.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		w.logger.Info("shutting down: draining in-flight messages")
@@ -299,4 +311,9 @@ func (w *Worker) close() {
 	if w.embedded != nil {
 		w.embedded.Shutdown()
 	}
+	if w.clients != nil {
+		_ = w.clients.Close()
+	}
 }
+
+func newBox(key string) (*secrets.Box, error) { return secrets.New(key) }

@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// A Tasks-mode storage (use_blob_urls false) beside the Files-mode ones.
+const tasksStorages = `{"import": [
+ {"id": 1, "project": 7, "bucket": "acme-raw", "prefix": "incoming", "use_blob_urls": true, "recursive_scan": true},
+ {"id": 3, "project": 9, "bucket": "acme-raw", "prefix": "tasks", "recursive_scan": true}
+]}`
+
+type rowEvent struct {
+	Key   string
+	Row   int
+	Event taskbus.Kind
+	Task  string
+}
+
+func rowEvents(evs []taskbus.Event, key string) []rowEvent {
+	var out []rowEvent
+	for _, e := range evs {
+		if e.Key != key {
+			continue
+		}
+		r := rowEvent{Key: e.Key, Row: -1, Event: e.Event, Task: string(e.Task)}
+		if e.RowIndex != nil {
+			r.Row = *e.RowIndex
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Row < out[j].Row })
+	return out
+}
+
+func TestTasksImport(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b, tasksStorages)
+		rw := h.startWorker()
+
+		h.upload("acme-raw", "tasks/array.json", `[{"image": "a.jpg", "n": 1.50}, {"data": {"image": "b.jpg"}, "annotations": [{"result": []}], "predictions": []}]`)
+		h.upload("acme-raw", "tasks/single.json", ` {"data": {"text": "hello"}, "meta": {"src": "x"}}`)
+		h.upload("acme-raw", "tasks/lines.jsonl", "{\"text\": \"one\"}\n{broken\n\n{\"text\": \"three\"}\n")
+		h.upload("acme-raw", "tasks/noext", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n")
+		h.upload("acme-raw", "tasks/picture.png", "\x89PNG")
+		evs := h.waitSettled(rw, 5)
+
+		want := map[string][]rowEvent{
+			"tasks/array.json": {
+				{"tasks/array.json", 0, taskbus.Created, `{"data":{"image":"a.jpg","n":1.50}}`},
+				{"tasks/array.json", 1, taskbus.Created, `{"data":{"image":"b.jpg"},"annotations":[{"result":[]}],"predictions":[]}`},
+			},
+			"tasks/single.json": {{"tasks/single.json", 0, taskbus.Created, `{"data":{"text":"hello"},"meta":{"src":"x"}}`}},
+			"tasks/lines.jsonl": {
+				{"tasks/lines.jsonl", 0, taskbus.Created, `{"data":{"text":"one"}}`},
+				{"tasks/lines.jsonl", 2, taskbus.Created, `{"data":{"text":"three"}}`},
+			},
+			"tasks/noext": {
+				{"tasks/noext", 0, taskbus.Created, `{"data":{"text":"a"}}`},
+				{"tasks/noext", 1, taskbus.Created, `{"data":{"text":"b"}}`},
+			},
+		}
+		for key, w := range want {
+			if got := rowEvents(evs, key); fmt.Sprint(got) != fmt.Sprint(w) {
+				t.Errorf("%s:\n got %v\nwant %v", key, got, w)
+			}
+		}
+		if got := rowEvents(evs, "tasks/picture.png"); len(got) != 0 {
+			t.Errorf("picture.png made events: %v", got)
+		}
+		for _, e := range evs {
+			if e.RowIndex == nil || e.TaskID != taskbus.TaskID(3, e.Key, e.RowIndex) || e.Project != 9 {
+				t.Errorf("event fields: %+v", e)
+			}
+		}
+		eventually(t, 30*time.Second, "dead letters", func() error {
+			if n := len(h.deadLetters()); n < 2 {
+				return fmt.Errorf("%d", n)
+			}
+			return nil
+		})
+		dls := h.deadLetters()
+		reasons := []string{}
+		for _, d := range dls {
+			reasons = append(reasons, d.Reason)
+		}
+		joined := strings.Join(reasons, " | ")
+		if len(dls) != 2 || !strings.Contains(joined, "row 1") || !strings.Contains(joined, "picture.png") {
+			t.Fatalf("dead letters: %s", joined)
+		}
+		for _, d := range dls {
+			if strings.Contains(d.Reason, "row 1") && (d.Source["row"] != float64(1) || d.Source["key"] != "tasks/lines.jsonl" || d.Data == nil || *d.Data != "{broken") {
+				t.Errorf("bad-record dead letter: %+v", d)
+			}
+		}
+
+		// A new generation: row 0 changed, row 1 still bad, row 2 the
+		// same, row 3 new.
+		h.upload("acme-raw", "tasks/lines.jsonl", "{\"text\": \"ONE\"}\n{broken\n{\"text\": \"three\"}\n{\"text\": \"four\"}\n")
+		h.waitFor(func(evs []taskbus.Event) bool { return len(rowEvents(evs, "tasks/lines.jsonl")) >= 4 })
+		// Then a shorter one: rows 2 and 3 vanish.
+		h.upload("acme-raw", "tasks/lines.jsonl", "{\"text\": \"ONE\"}\n")
+		h.waitFor(func(evs []taskbus.Event) bool { return len(rowEvents(evs, "tasks/lines.jsonl")) >= 6 })
+		// Then the file goes: row 0 is deleted.
+		h.remove("acme-raw", "tasks/lines.jsonl")
+		h.waitFor(func(evs []taskbus.Event) bool { return len(rowEvents(evs, "tasks/lines.jsonl")) >= 7 })
+		evs = h.settle()
+		var history []string
+		for _, e := range evs {
+			if e.Key == "tasks/lines.jsonl" {
+				history = append(history, fmt.Sprintf("%d %s %s", *e.RowIndex, e.Event, e.Task))
+			}
+		}
+		wantHistory := []string{
+			`0 created {"data":{"text":"one"}}`,
+			`2 created {"data":{"text":"three"}}`,
+			`0 updated {"data":{"text":"ONE"}}`,
+			`3 created {"data":{"text":"four"}}`,
+			`2 deleted `, `3 deleted `,
+			`0 deleted `,
+		}
+		if fmt.Sprint(sortedWithin(history)) != fmt.Sprint(sortedWithin(wantHistory)) {
+			t.Fatalf("history of tasks/lines.jsonl:\n got %q\nwant %q", history, wantHistory)
+		}
+	})
+}
+
+// sortedWithin sorts a copy: concurrent row appends of one generation may
+// land in any order.
+func sortedWithin(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
+}
+
+func TestTasksOversizeFile(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, backends[0], tasksStorages)
+	cfg := h.config()
+	cfg.MaxObjectBytes = 64
+	rw := h.startWorkerWith(cfg)
+	h.upload("acme-raw", "tasks/big.jsonl", strings.Repeat("{\"text\": \"xxxxxxxx\"}\n", 10))
+	h.upload("acme-raw", "tasks/small.json", `{"text": "ok"}`)
+	evs := h.waitSettled(rw, 2)
+	if n := len(rowEvents(evs, "tasks/big.jsonl")); n != 0 {
+		t.Fatalf("oversize file made %d events", n)
+	}
+	if n := len(rowEvents(evs, "tasks/small.json")); n != 1 {
+		t.Fatalf("small file made %d events, want 1", n)
+	}
+	eventually(t, 30*time.Second, "dead letter", func() error {
+		for _, d := range h.deadLetters() {
+			if d.Source["key"] == "tasks/big.jsonl" || strings.Contains(d.Reason, "big.jsonl") {
+				return nil
+			}
+		}
+		return fmt.Errorf("none for big.jsonl: %+v", h.deadLetters())
+	})
+}
+
+var _ = json.Valid

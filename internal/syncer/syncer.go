@@ -1,0 +1,470 @@
+// Package syncer runs Label Studio's "Sync" for source storages as a
+// backfill: list the bucket under the storage's prefix, and feed every
+// matching object to the same ingest pipeline the notifications use, so a
+// sync racing live notifications still yields one event per generation.
+//
+// A sync's status (Label Studio's status fields) and its checkpoint — the
+// page token of the next page to list — live in a JetStream KV bucket, so a
+// worker killed mid-sync resumes from its last completed page after restart,
+// and any replica can report it. A second KV bucket, whose entries expire
+// unless their owner keeps refreshing them, is the lock that keeps two
+// replicas from running the same storage's sync at once.
+//
+// Concurrency: Request, Status and RunNow are safe for concurrent use.
+// Objects of one page are applied concurrently; the checkpoint moves only
+// when a whole page is done.
+package syncer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// Label Studio's status values.
+const (
+	StatusInitialized         = "initialized"
+	StatusQueued              = "queued"
+	StatusInProgress          = "in_progress"
+	StatusFailed              = "failed"
+	StatusCompleted           = "completed"
+	StatusCompletedWithErrors = "completed_with_errors"
+)
+
+const (
+	statusBucket = "labelsync_sync_status"
+	lockBucket   = "labelsync_sync_locks"
+	// lockTTL is how long a dead owner's lock outlives it.
+	lockTTL = 30 * time.Second
+)
+
+// Status is a storage's sync state, with Label Studio's field names.
+type Status struct {
+	Status        string     `json:"status"`
+	LastSync      *time.Time `json:"last_sync"`
+	LastSyncCount *int64     `json:"last_sync_count"`
+	Traceback     *string    `json:"traceback"`
+	Meta          Meta       `json:"meta"`
+
+	// Checkpoint: the page token of the next page to list ("" = start).
+	PageToken string `json:"page_token,omitempty"`
+	Reconcile bool   `json:"reconcile,omitempty"`
+}
+
+// Meta is the progress and result of a sync.
+type Meta struct {
+	ObjectsListed int64   `json:"objects_listed"`
+	TasksCreated  int64   `json:"tasks_created"`
+	TasksUpdated  int64   `json:"tasks_updated"`
+	TasksDeleted  int64   `json:"tasks_deleted"`
+	AlreadySynced int64   `json:"already_synced"`
+	Errors        int64   `json:"errors"`
+	Pages         int64   `json:"pages"`
+	StartedAt     string  `json:"started_at,omitempty"`
+	Duration      float64 `json:"duration"`
+}
+
+type applier interface {
+	Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error)
+}
+
+type deadLetterer interface {
+	DeadLetter(ctx context.Context, l taskbus.Letter) error
+}
+
+type clientFor func(ctx context.Context, st *storages.Import) (*storage.Client, error)
+
+// Syncer runs syncs.
+type Syncer struct {
+	status   jetstream.KeyValue
+	locks    jetstream.KeyValue
+	pipeline applier
+	dl       deadLetterer
+	client   clientFor
+	current  func() *storages.Set
+	metrics  *metrics.Metrics
+	logger   *slog.Logger
+	owner    string
+
+	// Concurrency is how many objects of a page are applied at once.
+	Concurrency int
+	// PageSize is the listing page size (and checkpoint granularity).
+	PageSize int
+
+	mu      sync.Mutex
+	running map[int64]bool
+	wg      sync.WaitGroup
+	// runCtx is Run's context, under which background syncs run.
+	runCtx atomic.Pointer[context.Context]
+}
+
+// New opens (creating if needed) the status and lock buckets.
+func New(ctx context.Context, js jetstream.JetStream, pipeline applier, dl deadLetterer, client clientFor, current func() *storages.Set, m *metrics.Metrics, logger *slog.Logger) (*Syncer, error) {
+	status, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: statusBucket, Description: "labelsync sync status and checkpoints", Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("syncer: status bucket: %w", err)
+	}
+	locks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: lockBucket, Description: "labelsync sync locks", TTL: lockTTL, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("syncer: lock bucket: %w", err)
+	}
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &Syncer{
+		status: status, locks: locks, pipeline: pipeline, dl: dl, client: client, current: current,
+		metrics: m, logger: logger, owner: hex.EncodeToString(b),
+		Concurrency: 64, PageSize: 1000, running: map[int64]bool{},
+	}, nil
+}
+
+func key(id int64) string { return "import." + strconv.FormatInt(id, 10) }
+
+// Status returns a storage's sync status; initialized if it never synced.
+func (s *Syncer) Status(ctx context.Context, id int64) (Status, error) {
+	st, _, err := s.load(ctx, id)
+	return st, err
+}
+
+func (s *Syncer) load(ctx context.Context, id int64) (Status, uint64, error) {
+	e, err := s.status.Get(ctx, key(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Status{Status: StatusInitialized}, 0, nil
+	}
+	if err != nil {
+		return Status{}, 0, fmt.Errorf("syncer: status of storage %d: %w", id, err)
+	}
+	var st Status
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return Status{}, 0, fmt.Errorf("syncer: status of storage %d: %w", id, err)
+	}
+	return st, e.Revision(), nil
+}
+
+// save writes st if the stored revision is still rev (0: absent).
+func (s *Syncer) save(ctx context.Context, id int64, st Status, rev uint64) (uint64, error) {
+	b, _ := json.Marshal(st)
+	if rev == 0 {
+		return s.status.Create(ctx, key(id), b)
+	}
+	return s.status.Update(ctx, key(id), b, rev)
+}
+
+// Request queues a sync of storage id and starts it in the background,
+// unless one is already queued or running (here or on another replica):
+// then it returns that one's status and starts nothing.
+func (s *Syncer) Request(ctx context.Context, id int64, reconcile bool) (Status, error) {
+	for range 10 {
+		st, rev, err := s.load(ctx, id)
+		if err != nil {
+			return Status{}, err
+		}
+		if st.Status == StatusQueued || st.Status == StatusInProgress {
+			return st, nil
+		}
+		st = Status{Status: StatusQueued, LastSync: st.LastSync, LastSyncCount: st.LastSyncCount, Reconcile: reconcile}
+		if _, err := s.save(ctx, id, st, rev); err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				continue // someone else changed it: look again
+			}
+			return Status{}, fmt.Errorf("syncer: queue storage %d: %w", id, err)
+		}
+		s.start(id)
+		return st, nil
+	}
+	return Status{}, fmt.Errorf("syncer: storage %d: status keeps changing", id)
+}
+
+// Resume starts every queued or interrupted sync whose lock is free. Call
+// it at start and periodically: a replica that died mid-sync leaves its
+// sync in_progress with an expiring lock.
+func (s *Syncer) Resume(ctx context.Context) error {
+	keys, err := s.status.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("syncer: resume: %w", err)
+	}
+	for _, k := range keys {
+		id, err := strconv.ParseInt(k[len("import."):], 10, 64)
+		if err != nil {
+			continue
+		}
+		st, _, err := s.load(ctx, id)
+		if err != nil {
+			return err
+		}
+		if st.Status == StatusQueued || st.Status == StatusInProgress {
+			s.start(id)
+		}
+	}
+	return nil
+}
+
+// Close waits for background syncs, which stop at their next page when
+// the context given to Run is cancelled.
+func (s *Syncer) Close() { s.wg.Wait() }
+
+// Run keeps resuming interrupted syncs until ctx is done; background syncs
+// run under ctx.
+func (s *Syncer) Run(ctx context.Context) error {
+	s.runCtx.Store(&ctx)
+	t := time.NewTicker(lockTTL / 2)
+	defer t.Stop()
+	for {
+		if err := s.Resume(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("sync resume", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			s.wg.Wait()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Syncer) start(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[id] {
+		return
+	}
+	ctxp := s.runCtx.Load()
+	if ctxp == nil {
+		return // not running yet; Run's first Resume picks it up
+	}
+	s.running[id] = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { s.mu.Lock(); delete(s.running, id); s.mu.Unlock() }()
+		if _, err := s.RunNow(*ctxp, id, nil); err != nil && !errors.Is(err, ErrLocked) && (*ctxp).Err() == nil {
+			s.logger.Error("sync failed", "storage", id, "err", err)
+		}
+	}()
+}
+
+// ErrLocked means another replica runs this storage's sync.
+var ErrLocked = errors.New("syncer: sync running elsewhere")
+
+// RunNow runs (or resumes) storage id's sync in the calling goroutine and
+// returns its final status. progress, if set, is called after each page.
+func (s *Syncer) RunNow(ctx context.Context, id int64, progress func(Status)) (Status, error) {
+	lockRev, err := s.locks.Create(ctx, key(id), []byte(s.owner))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Status{}, ErrLocked
+		}
+		return Status{}, fmt.Errorf("syncer: lock storage %d: %w", id, err)
+	}
+	lockCtx, stopLock := context.WithCancel(ctx)
+	lockLost := make(chan struct{})
+	go s.holdLock(lockCtx, id, lockRev, lockLost)
+	defer func() {
+		stopLock()
+		_ = s.locks.Delete(context.WithoutCancel(ctx), key(id))
+	}()
+
+	st, rev, err := s.load(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	if st.Status != StatusInProgress {
+		// A fresh sync (queued, or run from the CLI): no checkpoint.
+		st = Status{Status: StatusInProgress, LastSync: st.LastSync, LastSyncCount: st.LastSyncCount, Reconcile: st.Reconcile}
+		st.Meta.StartedAt = time.Now().UTC().Format(time.RFC3339Nano)
+	}
+	if rev, err = s.save(ctx, id, st, rev); err != nil {
+		return Status{}, fmt.Errorf("syncer: storage %d: %w", id, err)
+	}
+	final, err := s.scan(ctx, id, st, rev, lockLost, progress)
+	return final, err
+}
+
+func (s *Syncer) holdLock(ctx context.Context, id int64, rev uint64, lost chan<- struct{}) {
+	t := time.NewTicker(lockTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var err error
+		if rev, err = s.locks.Update(ctx, key(id), []byte(s.owner), rev); err != nil && ctx.Err() == nil {
+			s.logger.Error("sync lock lost", "storage", id, "err", err)
+			close(lost)
+			return
+		}
+	}
+}
+
+// scan lists pages from the checkpoint and applies their objects.
+func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lockLost <-chan struct{}, progress func(Status)) (Status, error) {
+	started := time.Now()
+	prior := st.Meta.Duration
+	fail := func(err error) (Status, error) {
+		if ctx.Err() != nil {
+			// Shutdown: stay in_progress; the checkpoint resumes it.
+			return st, ctx.Err()
+		}
+		msg := err.Error()
+		st.Status, st.Traceback = StatusFailed, &msg
+		now := time.Now().UTC()
+		st.LastSync = &now
+		st.Meta.Duration = prior + time.Since(started).Seconds()
+		_, _ = s.save(context.WithoutCancel(ctx), id, st, rev)
+		return st, err
+	}
+	stor, ok := s.current().Get(id)
+	if !ok {
+		return fail(fmt.Errorf("syncer: storage %d does not exist", id))
+	}
+	client, err := s.client(ctx, stor)
+	if err != nil {
+		return fail(err)
+	}
+	var counts ingest.Counts
+	var listed, already, errs atomic.Int64
+	storageLabel := strconv.FormatInt(id, 10)
+	err = gcs.List(ctx, client, stor.Bucket, stor.NormalizedPrefix(), stor.RecursiveScan, st.PageToken, s.PageSize, func(objs []gcs.Object, next string) error {
+		select {
+		case <-lockLost:
+			return ErrLocked
+		default:
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(s.Concurrency)
+		for _, o := range objs {
+			if !stor.Matches(o.Key) {
+				continue
+			}
+			listed.Add(1)
+			g.Go(func() error {
+				outcome, err := s.apply(gctx, stor, o, &counts)
+				switch {
+				case err != nil && fault.IsPermanent(err):
+					errs.Add(1)
+					s.metrics.SyncObjects.WithLabelValues(storageLabel, metrics.OutcomeDeadLetter).Inc()
+					return s.deadLetter(gctx, stor, o, err)
+				case err != nil:
+					return err
+				}
+				if outcome == metrics.OutcomeDuplicate {
+					already.Add(1)
+				}
+				s.metrics.SyncObjects.WithLabelValues(storageLabel, outcome).Inc()
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		st.PageToken = next
+		st.Meta.Pages++
+		st.Meta.ObjectsListed = listed.Load()
+		st.Meta.TasksCreated, st.Meta.TasksUpdated, st.Meta.TasksDeleted = counts.Created.Load(), counts.Updated.Load(), counts.Deleted.Load()
+		st.Meta.AlreadySynced, st.Meta.Errors = already.Load(), errs.Load()
+		st.Meta.Duration = prior + time.Since(started).Seconds()
+		var err error
+		if rev, err = s.save(ctx, id, st, rev); err != nil {
+			return fmt.Errorf("syncer: checkpoint: %w", err)
+		}
+		if progress != nil {
+			progress(st)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("syncer: storage %d gs://%s/%s: %w", id, stor.Bucket, stor.NormalizedPrefix(), err))
+	}
+	now := time.Now().UTC()
+	created := counts.Created.Load()
+	st.Status, st.LastSync, st.LastSyncCount, st.Traceback, st.PageToken = StatusCompleted, &now, &created, nil, ""
+	if errs.Load() > 0 {
+		st.Status = StatusCompletedWithErrors
+	}
+	st.Meta.Duration = prior + time.Since(started).Seconds()
+	if _, err := s.save(context.WithoutCancel(ctx), id, st, rev); err != nil {
+		return st, fmt.Errorf("syncer: storage %d: %w", id, err)
+	}
+	if progress != nil {
+		progress(st)
+	}
+	return st, nil
+}
+
+// apply retries transient failures of one object a few times: one flaky
+// object should not fail a long sync (the checkpoint would resume it, but
+// from the page start).
+func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, counts *ingest.Counts) (string, error) {
+	obs := ingest.Observation{Present: true, Generation: o.Generation, EventTime: o.Updated, Source: ingest.SourceSync}
+	var err error
+	for attempt := range 5 {
+		var outcome string
+		outcome, err = s.pipeline.Apply(ctx, st, ingest.Object{Bucket: st.Bucket, Key: o.Key}, obs, counts)
+		if err == nil || fault.IsPermanent(err) {
+			return outcome, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+		}
+	}
+	return "", err
+}
+
+func (s *Syncer) deadLetter(ctx context.Context, st *storages.Import, o gcs.Object, cause error) error {
+	l := taskbus.Letter{
+		Reason:    oneLine(cause.Error()),
+		Code:      "sync_object",
+		Component: "worker",
+		Source:    taskbus.Source{Bucket: st.Bucket, Key: o.Key, Generation: strconv.FormatInt(o.Generation, 10)},
+	}
+	if errors.Is(cause, ingest.ErrUnsupported) {
+		l.Code = "unsupported"
+	}
+	if err := s.dl.DeadLetter(ctx, l); err != nil {
+		return err
+	}
+	s.metrics.DeadLetters.WithLabelValues("worker", l.Code).Inc()
+	return nil
+}
+
+func oneLine(s string) string {
+	out := make([]rune, 0, len(s))
+	space := false
+	for _, r := range s {
+		if r == '\n' || r == '\r' || r == '\t' || r == ' ' {
+			if !space {
+				out = append(out, ' ')
+			}
+			space = true
+			continue
+		}
+		space = false
+		out = append(out, r)
+	}
+	return string(out)
+}

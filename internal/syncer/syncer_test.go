@@ -1,0 +1,222 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/storage"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/labelsync/labelsync/internal/devstack"
+	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+type env struct {
+	bus     *taskbus.Bus
+	set     *storages.Set
+	clients *gcs.Clients
+	m       *metrics.Metrics
+}
+
+func newEnv(t *testing.T, objects int) *env {
+	t.Helper()
+	ctx := context.Background()
+	stack, err := devstack.Start(ctx, devstack.Options{PubsubAddr: "127.0.0.1:0", GCSAddr: "127.0.0.1:0", Topic: "sync-test", Buckets: []string{"acme-raw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stack.Close() })
+	sc, err := stack.StorageClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range objects {
+		w := sc.Bucket("acme-raw").Object(fmt.Sprintf("incoming/%04d.jpg", i)).NewWriter(ctx)
+		_, _ = io.WriteString(w, "x")
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := natsembed.Start(natsembed.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	bus, err := taskbus.New(nc, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		t.Fatal(err)
+	}
+	st := storages.Import{ID: 1, Project: 7, Bucket: "acme-raw", Prefix: "incoming", UseBlobURLs: true}
+	if err := st.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := storages.NewSet([]storages.Import{st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := gcs.NewClients(gcs.Options{EmulatorHost: stack.GCSURL})
+	t.Cleanup(func() { _ = clients.Close() })
+	return &env{bus: bus, set: set, clients: clients, m: metrics.New(prometheus.NewRegistry())}
+}
+
+func (e *env) syncer(t *testing.T, p applier) *Syncer {
+	t.Helper()
+	s, err := New(context.Background(), e.bus.JetStream(), p, e.bus,
+		func(ctx context.Context, _ *storages.Import) (*storage.Client, error) { return e.clients.For(ctx, nil) },
+		func() *storages.Set { return e.set }, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.PageSize = 50
+	return s
+}
+
+// cancelAfter cancels the sync's context after n applies, as a kill would.
+type cancelAfter struct {
+	p      *ingest.Pipeline
+	n      int64
+	done   atomic.Int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error) {
+	if c.done.Add(1) == c.n {
+		c.cancel()
+	}
+	return c.p.Apply(ctx, st, obj, o, counts)
+}
+
+func createdCount(t *testing.T, b *taskbus.Bus) (int, map[string]int) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.JetStream().Stream(ctx, taskbus.TasksStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perSubject := map[string]int{}
+	n := 0
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(m.Subject, "labelsync.tasks.7.created.") {
+			n++
+			perSubject[m.Subject]++
+		}
+	}
+	return n, perSubject
+}
+
+func TestSyncKilledAndResumed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 400)
+	pipeline := ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	first := e.syncer(t, &cancelAfter{p: pipeline, n: 170, cancel: cancel})
+	if _, err := first.RunNow(ctx, 1, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted RunNow: %v, want context.Canceled", err)
+	}
+	st, err := first.Status(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != StatusInProgress || st.PageToken == "" || st.Meta.Pages < 1 {
+		t.Fatalf("status after the kill: %+v, want in_progress with a checkpoint", st)
+	}
+	// A graceful stop released the lock; a replica that died would not
+	// have: while its lock lives, nobody else runs the sync.
+	second := e.syncer(t, pipeline)
+	if _, err := second.locks.Create(context.Background(), key(1), []byte("dead-replica")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.RunNow(context.Background(), 1, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("RunNow while locked: %v, want ErrLocked", err)
+	}
+	if err := second.locks.Delete(context.Background(), key(1)); err != nil { // as the TTL would
+		t.Fatal(err)
+	}
+	final, err := second.RunNow(context.Background(), 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusCompleted || final.PageToken != "" || final.Meta.Pages < 8 {
+		t.Fatalf("resumed sync: %+v", final)
+	}
+	n, per := createdCount(t, e.bus)
+	if n != 400 {
+		t.Fatalf("%d created events, want 400", n)
+	}
+	for subj, c := range per {
+		if c != 1 {
+			t.Errorf("%s created %d times", subj, c)
+		}
+	}
+	// The resumed run counts what both runs created: the status is the
+	// sync's, not the process's.
+	if final.Meta.TasksCreated < 400-170-50 {
+		t.Errorf("meta: %+v", final.Meta)
+	}
+}
+
+func TestRequestWhileRunningReturnsIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 10)
+	s := e.syncer(t, ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	first, err := s.Request(context.Background(), 1, false)
+	if err != nil || first.Status != StatusQueued {
+		t.Fatalf("first request: %+v, %v", first, err)
+	}
+	// Not running yet (Run not started): still queued, and a second
+	// request does not queue another.
+	again, err := s.Request(context.Background(), 1, false)
+	if err != nil || again.Status != StatusQueued {
+		t.Fatalf("second request: %+v, %v", again, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := s.Status(context.Background(), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Status == StatusCompleted {
+			if *st.LastSyncCount != 10 {
+				t.Fatalf("last_sync_count %d, want 10", *st.LastSyncCount)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not completed: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

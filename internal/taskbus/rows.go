@@ -1,0 +1,233 @@
+package taskbus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Tasks-mode files have two levels in the ledger. The file's head is a
+// ledger-only record (labelsync.ledger.<project>.<kind>.<storage>.<keyhash>,
+// Entry.Ledger true), appended last, as the commit of a generation. Each
+// record of the file has its own head, its newest task event
+// (labelsync.tasks.<project>.<event>.<storage>.<keyhash>.<row>), appended
+// conditioned on that row's head before the commit. A crash before the
+// commit leaves rows already at the new generation; the retry reads the row
+// heads, skips them, and appends the rest, so each row event is appended once.
+
+const hdrRowHash = "Labelsync-Row-Hash"
+
+// RowHead is the newest event of one record of a Tasks-mode file.
+type RowHead struct {
+	Seq        uint64
+	Generation int64
+	Kind       Kind
+	// Hash is the content hash of the task the row holds (empty after a
+	// delete), to tell changed rows from unchanged ones.
+	Hash string
+}
+
+// Live reports whether the row's task exists.
+func (h RowHead) Live() bool { return h.Kind == Created || h.Kind == Updated }
+
+func (k Key) rowSubject(kind Kind, row int) string {
+	return fmt.Sprintf("%s.%d.%s.%d.%s.%d", tasksRoot, k.Project, kind, k.Storage, k.Hash(), row)
+}
+
+func (k Key) rowFilter(row int) string {
+	return fmt.Sprintf("%s.%d.*.%d.%s.%d", tasksRoot, k.Project, k.Storage, k.Hash(), row)
+}
+
+func (k Key) rowsFilter() string {
+	return fmt.Sprintf("%s.%d.*.%d.%s.*", tasksRoot, k.Project, k.Storage, k.Hash())
+}
+
+// RowHeads returns the newest event of every row of k's file, by row index.
+// It reads headers only, through an ordered consumer that starts at the last
+// message of each subject.
+func (b *Bus) RowHeads(ctx context.Context, k Key) (map[int]RowHead, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*b.timeout)
+	defer cancel()
+	cons, err := b.js.OrderedConsumer(ctx, TasksStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{k.rowsFilter()},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return nil, classify("row heads", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, classify("row heads", err)
+	}
+	heads := map[int]RowHead{}
+	if info.NumPending == 0 {
+		return heads, nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, classify("row heads", err)
+	}
+	defer it.Stop()
+	for {
+		type next struct {
+			msg jetstream.Msg
+			err error
+		}
+		ch := make(chan next, 1)
+		go func() { m, err := it.Next(); ch <- next{m, err} }()
+		var n next
+		select {
+		case n = <-ch:
+		case <-ctx.Done():
+			it.Stop()
+			return nil, fmt.Errorf("taskbus: row heads of %s: %w", k.rowsFilter(), ctx.Err())
+		}
+		if n.err != nil {
+			return nil, classify("row heads", n.err)
+		}
+		md, err := n.msg.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("taskbus: row heads: %w", err)
+		}
+		row, h, err := parseRowHead(n.msg.Subject(), n.msg.Headers(), md.Sequence.Stream)
+		if err != nil {
+			return nil, err
+		}
+		if cur, ok := heads[row]; !ok || h.Seq > cur.Seq {
+			heads[row] = h
+		}
+		if md.NumPending == 0 {
+			return heads, nil
+		}
+	}
+}
+
+func parseRowHead(subject string, hdr nats.Header, seq uint64) (int, RowHead, error) {
+	i := len(subject) - 1
+	for i >= 0 && subject[i] != '.' {
+		i--
+	}
+	row, err := strconv.Atoi(subject[i+1:])
+	if err != nil {
+		return 0, RowHead{}, fmt.Errorf("taskbus: row subject %s: %w", subject, err)
+	}
+	gen, err := strconv.ParseInt(hdr.Get(hdrGeneration), 10, 64)
+	if err != nil {
+		return 0, RowHead{}, fmt.Errorf("taskbus: row %s generation: %w", subject, err)
+	}
+	return row, RowHead{Seq: seq, Generation: gen, Kind: Kind(hdr.Get(hdrEvent)), Hash: hdr.Get(hdrRowHash)}, nil
+}
+
+// RowHead reads the newest event of one row.
+func (b *Bus) RowHead(ctx context.Context, k Key, row int) (RowHead, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	m, err := b.lastMsg(ctx, k.rowFilter(row))
+	if err != nil || m == nil {
+		return RowHead{}, err
+	}
+	_, h, err := parseRowHead(m.subject, m.header, m.seq)
+	return h, err
+}
+
+// RowEntry is one row event to append.
+type RowEntry struct {
+	Key        Key
+	Row        int
+	Kind       Kind
+	Generation int64
+	Hash       string
+	Event      *Event
+	// Expect is the row's head sequence the append is conditioned on.
+	Expect uint64
+}
+
+// Rows appends row events concurrently (asynchronous publishes, bounded in
+// flight) and reports each one's outcome. Not safe for concurrent use; use
+// one per file.
+type Rows struct {
+	b       *Bus
+	pending []rowPending
+	done    func(RowEntry, error)
+}
+
+type rowPending struct {
+	e   RowEntry
+	fut jetstream.PubAckFuture
+}
+
+// maxRowsInFlight bounds unacknowledged row publishes per file: enough to
+// keep JetStream busy, small enough to bound memory.
+const maxRowsInFlight = 512
+
+// NewRows starts a batch of row appends; done is called once per entry,
+// with nil, ErrConflict or another error, in the order entries were added.
+func (b *Bus) NewRows(done func(RowEntry, error)) *Rows {
+	return &Rows{b: b, done: done}
+}
+
+// Add publishes e without waiting for its acknowledgement.
+func (r *Rows) Add(ctx context.Context, e RowEntry) error {
+	if len(r.pending) >= maxRowsInFlight {
+		if err := r.settle(ctx, len(r.pending)/2); err != nil {
+			return err
+		}
+	}
+	body, err := encodeEvent(e.Event)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: e.Key.rowSubject(e.Kind, e.Row), Data: body, Header: nats.Header{}}
+	gen := strconv.FormatInt(e.Generation, 10)
+	msg.Header.Set(hdrExpectSeq, strconv.FormatUint(e.Expect, 10))
+	msg.Header.Set(hdrExpectSubj, e.Key.rowFilter(e.Row))
+	msg.Header.Set(hdrGeneration, gen)
+	msg.Header.Set(hdrEvent, string(e.Kind))
+	if e.Hash != "" {
+		msg.Header.Set(hdrRowHash, e.Hash)
+	}
+	fut, err := r.b.js.PublishMsgAsync(msg)
+	if err != nil {
+		return classify("row append", err)
+	}
+	r.pending = append(r.pending, rowPending{e: e, fut: fut})
+	return nil
+}
+
+// Wait waits for every row added so far.
+func (r *Rows) Wait(ctx context.Context) error { return r.settle(ctx, len(r.pending)) }
+
+func (r *Rows) settle(ctx context.Context, n int) error {
+	timeout := time.NewTimer(r.b.timeout)
+	defer timeout.Stop()
+	for _, p := range r.pending[:n] {
+		select {
+		case <-p.fut.Ok():
+			r.done(p.e, nil)
+		case err := <-p.fut.Err():
+			r.done(p.e, classify("row append", err))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
+			return fmt.Errorf("taskbus: row append: %w", jetstream.ErrAsyncPublishTimeout)
+		}
+	}
+	r.pending = append(r.pending[:0], r.pending[n:]...)
+	return nil
+}
+
+func encodeEvent(ev *Event) ([]byte, error) {
+	if ev == nil {
+		return []byte(`{}`), nil
+	}
+	body, err := jsonMarshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("taskbus: encode event: %w", err)
+	}
+	return body, nil
+}

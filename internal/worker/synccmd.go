@@ -1,0 +1,79 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/syncer"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// RunSync is `worker sync --storage ID`: one sync (backfill) of one source
+// storage, in this process, printing progress to out. It uses the same
+// ledger, status and lock as the running workers, so it is safe beside
+// them: if one of them runs this storage's sync, RunSync says so and stops.
+// With LABELSYNC_NATS_URL empty it connects to the embedded server of a
+// running worker (LABELSYNC_EMBEDDED_NATS_ADDR) rather than starting one.
+func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, out io.Writer) error {
+	w := &Worker{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	defer w.close()
+	w.m = metrics.New(w.reg)
+	if cfg.NATSURL == "" {
+		host, port, _ := net.SplitHostPort(cfg.EmbeddedNATSAddr)
+		w.cfg.NATSURL = "nats://" + net.JoinHostPort(host, port)
+	}
+	if err := w.prepare(ctx); err != nil {
+		return err
+	}
+	if _, ok := w.storages.Load().Get(id); !ok {
+		return fmt.Errorf("worker sync: no import storage with id %d in LABELSYNC_STORAGES_FILE", id)
+	}
+	s, err := syncer.New(ctx, w.bus.JetStream(), w.pipeline(), w.bus, w.clientFor, w.storages.Load, w.m, logger)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	st, err := s.RunNow(ctx, id, func(st syncer.Status) {
+		fmt.Fprintf(out, "storage %d: %s: %d objects, %d created, %d updated, %d already synced, %d errors (%.1fs)\n",
+			id, st.Status, st.Meta.ObjectsListed, st.Meta.TasksCreated, st.Meta.TasksUpdated, st.Meta.AlreadySynced, st.Meta.Errors, time.Since(started).Seconds())
+	})
+	if err != nil {
+		return fmt.Errorf("worker sync: storage %d: %w", id, err)
+	}
+	fmt.Fprintf(out, "storage %d: %s, last_sync_count %d\n", id, st.Status, *st.LastSyncCount)
+	return nil
+}
+
+// prepare loads storages and connects to NATS: what both the service and
+// the sync command need.
+func (w *Worker) prepare(ctx context.Context) error {
+	if w.cfg.SecretKey != "" {
+		box, err := newBox(w.cfg.SecretKey)
+		if err != nil {
+			return err
+		}
+		w.secrets = box
+	}
+	set, exports, err := loadStorages(w.cfg.StoragesFile, w.secrets)
+	if err != nil {
+		return err
+	}
+	w.storages.Store(set)
+	w.exports = exports
+	w.clients = gcs.NewClients(gcs.Options{EmulatorHost: w.cfg.StorageEmulatorHost, Logger: w.logger})
+	if err := w.connectNATS(ctx); err != nil {
+		return err
+	}
+	if w.bus, err = taskbus.New(w.nc, 10*time.Second); err != nil {
+		return err
+	}
+	return w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream)
+}
