@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/config"
+	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )
@@ -146,6 +147,7 @@ func startLatencyWorker(ctx context.Context, b *testing.B, addr, sub string, r r
 		PubsubSubscription:   sub,
 		PubsubStreams:        r.streams,
 		PubsubMaxOutstanding: r.maxOutstanding,
+		MaxObjectBytes:       1 << 30,
 		StoragesFile:         storagesFile,
 		ShutdownTimeout:      30 * time.Second,
 		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},
@@ -182,8 +184,7 @@ func startRawPipeline(ctx context.Context, b *testing.B, c *pubsub.Client, sub s
 		b.Fatal(err)
 	}
 	s := c.Subscriber(sub)
-	s.ReceiveSettings.NumGoroutines = r.streams
-	s.ReceiveSettings.MaxOutstandingMessages = r.maxOutstanding
+	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding, 0)
 	rctx, stop := context.WithCancel(ctx)
 	finished := make(chan error, 1)
 	go func() {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/config"
+	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )
@@ -246,8 +247,7 @@ func drainWith(ctx context.Context, b *testing.B, cont, addr, sub string, r rece
 // the first receive to that ack.
 func drainRaw(ctx context.Context, c *pubsub.Client, sub string, r receive, g notifications, n int, work func(context.Context, *pubsub.Message) error) (drain, error) {
 	s := c.Subscriber(sub)
-	s.ReceiveSettings.NumGoroutines = r.streams
-	s.ReceiveSettings.MaxOutstandingMessages = r.maxOutstanding
+	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding, 0)
 
 	acked := make([]atomic.Bool, n)
 	var unique, calls, failures atomic.Int64
@@ -302,6 +302,7 @@ func drainLabelsync(ctx context.Context, b *testing.B, addr, sub string, r recei
 		PubsubSubscription:   sub,
 		PubsubStreams:        r.streams,
 		PubsubMaxOutstanding: r.maxOutstanding,
+		MaxObjectBytes:       1 << 30,
 		StoragesFile:         storagesFile,
 		ShutdownTimeout:      30 * time.Second,
 		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},

@@ -1,17 +1,22 @@
-// Package deadletter is the router-level dead-letter path: a Watermill
-// middleware that sends a message whose handler failed permanently to the
-// dead-letter stream, with the reason, and then acknowledges it. Transient
-// failures pass through untouched, to be retried.
+// Package deadletter is the router's failure path, one Watermill
+// middleware: a handler that panics has failed permanently (the same input
+// would panic again); a transient failure is retried in place with
+// exponential backoff, then nacked for redelivery; a permanent failure is
+// stored in the dead-letter stream with its reason and then acknowledged.
 //
 // The message is acknowledged only after JetStream stored the dead letter;
 // if that fails, the message is nacked and comes back, so nothing is lost.
+// One middleware instead of Watermill's Recoverer, Retry and PoisonQueue:
+// the three cost more per message than the work of a notification.
 package deadletter
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -28,12 +33,39 @@ type sink interface {
 	DeadLetter(ctx context.Context, l taskbus.Letter) error
 }
 
-// Middleware dead-letters permanent failures. code maps an error to a short,
+// Retry says how transient failures are retried before a nack.
+type Retry struct {
+	Attempts int           // including the first; 0 means 6
+	Initial  time.Duration // first wait; 0 means 100ms
+	Max      time.Duration // longest wait; 0 means 5s
+}
+
+// Middleware applies the failure path. code maps an error to a short,
 // low-cardinality reason class for the labelsync_deadletter_total metric.
-func Middleware(s sink, component string, code func(error) string, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
+func Middleware(s sink, component string, code func(error) string, retry Retry, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
+	if retry.Attempts <= 0 {
+		retry.Attempts = 6
+	}
+	if retry.Initial <= 0 {
+		retry.Initial = 100 * time.Millisecond
+	}
+	if retry.Max <= 0 {
+		retry.Max = 5 * time.Second
+	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			out, err := h(msg)
+			out, err := call(h, msg)
+			wait := retry.Initial
+			for attempt := 1; err != nil && !fault.IsPermanent(err) && attempt < retry.Attempts; attempt++ {
+				logger.Warn("handler failed, retrying", "err", err, "attempt", attempt, "wait", wait)
+				select {
+				case <-msg.Context().Done():
+					return nil, err
+				case <-time.After(wait + time.Duration(rand.Int64N(int64(wait)/2+1))):
+				}
+				wait = min(2*wait, retry.Max)
+				out, err = call(h, msg)
+			}
 			if err == nil || !fault.IsPermanent(err) {
 				return out, err
 			}
@@ -53,6 +85,16 @@ func Middleware(s sink, component string, code func(error) string, m *metrics.Me
 			return nil, nil
 		}
 	}
+}
+
+// call runs h, turning a panic into a permanent failure.
+func call(h message.HandlerFunc, msg *message.Message) (out []*message.Message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fault.Permanent(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	return h(msg)
 }
 
 // Attributes returns the original transport attributes, without the keys

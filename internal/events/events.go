@@ -344,3 +344,27 @@ func quote(s string) string {
 	}
 	return strconv.Quote(s[:n]) + "…"
 }
+
+// DecodeAttributes is Decode for the hot path: when the attributes alone
+// name the event type, bucket, key, generation and event time — as real GCS
+// and fake-gcs-server always do — the JSON payload is only checked to be a
+// JSON object within MaxPayloadBytes, not decoded, so Size is -1 and
+// ContentType and Updated are empty, and a payload that disagrees with the
+// attributes is not noticed (attributes are authoritative anyway). Without
+// those attributes it is Decode.
+func DecodeAttributes(attrs map[string]string, payload []byte) (Object, error) {
+	for _, k := range [...]string{"eventType", "bucketId", "objectId", "objectGeneration", "eventTime"} {
+		if attrs[k] == "" {
+			return Decode(attrs, payload)
+		}
+	}
+	if len(payload) > MaxPayloadBytes {
+		return Object{}, malformed("payload is %d bytes, over the %d-byte limit", len(payload), MaxPayloadBytes)
+	}
+	if attrs["payloadFormat"] != "NONE" && len(bytes.TrimSpace(payload)) > 0 {
+		if t := bytes.TrimSpace(payload); t[0] != '{' || !json.Valid(t) {
+			return Object{}, malformed("payload is not a JSON object")
+		}
+	}
+	return Decode(attrs, nil)
+}

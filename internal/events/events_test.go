@@ -798,3 +798,34 @@ func timePerOp(n int, f func()) float64 {
 	}
 	return float64(time.Since(start)) / float64(n)
 }
+
+func TestDecodeAttributesSkipsOnlyWhatAttributesGive(t *testing.T) {
+	t.Parallel()
+	attrs := map[string]string{
+		"eventType": "OBJECT_FINALIZE", "payloadFormat": "JSON_API_V1", "bucketId": "b",
+		"objectId": "k 1.jpg", "objectGeneration": "7", "eventTime": "2026-11-27T14:30:03.098123Z",
+	}
+	payload := []byte(`{"kind": "storage#object", "name": "k 1.jpg", "bucket": "b", "generation": "7", "size": "12"}`)
+	got, err := events.DecodeAttributes(attrs, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := events.Decode(attrs, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Bucket != full.Bucket || got.Key != full.Key || got.Generation != full.Generation || !got.EventTime.Equal(full.EventTime) || got.EventType != full.EventType {
+		t.Fatalf("DecodeAttributes = %+v, Decode = %+v", got, full)
+	}
+	for _, bad := range []string{"{not json", "[1]", `"s"`, "{\"a\":1}x"} {
+		if _, err := events.DecodeAttributes(attrs, []byte(bad)); !errors.Is(err, events.ErrMalformed) {
+			t.Errorf("payload %q: err = %v, want events.ErrMalformed", bad, err)
+		}
+	}
+	// Without the attributes it decodes the payload, like Decode.
+	partial := map[string]string{"eventType": "OBJECT_FINALIZE", "eventTime": "2026-11-27T14:30:03Z"}
+	o, err := events.DecodeAttributes(partial, payload)
+	if err != nil || o.Key != "k 1.jpg" || o.Size != 12 {
+		t.Fatalf("partial attributes: %+v, %v", o, err)
+	}
+}

@@ -114,18 +114,32 @@ type Config struct {
 // NewSubscriber returns a subscriber on an existing subscription.
 func NewSubscriber(c *pubsub.Client, cfg Config, logger *slog.Logger) *Subscriber {
 	sub := c.Subscriber(cfg.Subscription)
-	sub.ReceiveSettings.NumGoroutines = cfg.Streams
-	sub.ReceiveSettings.MaxOutstandingMessages = cfg.MaxOutstanding
+	ApplyReceiveSettings(sub, cfg.Streams, cfg.MaxOutstanding, cfg.DrainTimeout)
+	return &Subscriber{sub: sub, drainTimeout: cfg.DrainTimeout, logger: logger, closing: make(chan struct{})}
+}
+
+// ApplyReceiveSettings sets labelsync's receive settings on sub: streams
+// streaming-pull streams sharing maxOutstanding messages in flight.
+// Benchmarks apply the same to their baselines.
+func ApplyReceiveSettings(sub *pubsub.Subscriber, streams, maxOutstanding int, drain time.Duration) {
+	sub.ReceiveSettings.NumGoroutines = streams
+	// Per-stream flow control with an equal share each: with the client's
+	// default (one limit across streams) every stream asks the server for
+	// the whole limit, so 32 streams prefetch 32 times what can be handled,
+	// hold it in memory and let leases lapse under load.
+	sub.ReceiveSettings.EnablePerStreamFlowControl = true
+	sub.ReceiveSettings.MaxOutstandingMessages = max(1, (maxOutstanding+streams-1)/streams)
 	// Leases in 10 s steps (the minimum) instead of the client's 60 s
 	// stream deadline: messages held by a worker that died are redelivered
 	// to the others after seconds, not a minute. Live handlers keep theirs
 	// extended for as long as they run.
 	sub.ReceiveSettings.MaxDurationPerAckExtension = 10 * time.Second
-	sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{
-		Behavior: pubsub.ShutdownBehaviorWaitForProcessing,
-		Timeout:  cfg.DrainTimeout,
+	if drain > 0 {
+		sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{
+			Behavior: pubsub.ShutdownBehaviorWaitForProcessing,
+			Timeout:  drain,
+		}
 	}
-	return &Subscriber{sub: sub, drainTimeout: cfg.DrainTimeout, logger: logger, closing: make(chan struct{})}
 }
 
 // Subscribe starts receiving. topic is ignored: the subscription is fixed.
@@ -164,8 +178,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.M
 
 func (s *Subscriber) handle(recvCtx context.Context, m *pubsub.Message, out chan<- *message.Message) {
 	msg := message.NewMessage(m.ID, m.Data)
-	for k, v := range m.Attributes {
-		msg.Metadata[k] = v
+	// The attributes map is ours to keep: no copy.
+	if m.Attributes != nil {
+		msg.Metadata = m.Attributes
 	}
 	msg.Metadata[deadletter.MessageIDKey] = m.ID
 	// The handler's context outlives the receive context, so that work in

@@ -33,7 +33,7 @@ func NewNotifications(p *Pipeline, current func() *storages.Set, m *metrics.Metr
 
 // Handle is the Watermill handler function.
 func (h *Notifications) Handle(msg *message.Message) error {
-	obj, err := events.Decode(msg.Metadata, msg.Payload)
+	obj, err := events.DecodeAttributes(msg.Metadata, msg.Payload)
 	if err != nil {
 		h.count(string(obj.EventType), metrics.OutcomeDeadLetter)
 		return fault.Permanent(err)

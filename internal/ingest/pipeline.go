@@ -25,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
@@ -168,13 +167,7 @@ func (p *Pipeline) entry(st *storages.Import, obj Object, key taskbus.Key, kind 
 		EventTime:  o.EventTime.UTC().Format(time.RFC3339Nano),
 	}
 	if kind != taskbus.Deleted {
-		task, err := json.Marshal(map[string]map[string]string{
-			"data": {st.DataKey: "gs://" + obj.Bucket + "/" + obj.Key},
-		})
-		if err != nil {
-			return e, fault.Permanent(fmt.Errorf("ingest: encode task: %w", err))
-		}
-		ev.Task = task
+		ev.Task = filesTask(st.DataKey, "gs://"+obj.Bucket+"/"+obj.Key)
 	}
 	e.Event = ev
 	return e, nil
@@ -200,4 +193,17 @@ func (c *Counts) add(k taskbus.Kind) {
 	case taskbus.Deleted:
 		c.Deleted.Add(1)
 	}
+}
+
+// filesTask is {"data": {dataKey: url}}, built without reflection: it is on
+// every notification's path.
+func filesTask(dataKey, url string) json.RawMessage {
+	k, _ := json.Marshal(dataKey) // strings always marshal
+	u, _ := json.Marshal(url)
+	b := make([]byte, 0, len(k)+len(u)+12)
+	b = append(b, `{"data":{`...)
+	b = append(b, k...)
+	b = append(b, ':')
+	b = append(b, u...)
+	return append(b, "}}"...)
 }

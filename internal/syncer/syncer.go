@@ -347,7 +347,7 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	var counts ingest.Counts
 	var listed, already, errs atomic.Int64
 	storageLabel := strconv.FormatInt(id, 10)
-	err = gcs.List(ctx, client, stor.Bucket, stor.NormalizedPrefix(), stor.RecursiveScan, st.PageToken, s.PageSize, func(objs []gcs.Object, next string) error {
+	process := func(objs []gcs.Object, next string) error {
 		select {
 		case <-lockLost:
 			return ErrLocked
@@ -394,7 +394,40 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 			progress(st)
 		}
 		return nil
-	})
+	}
+
+	// List one page ahead of the one being applied: listing and applying
+	// overlap, and the checkpoint still only moves past applied pages.
+	type page struct {
+		objs []gcs.Object
+		next string
+	}
+	pages := make(chan page, 1)
+	listCtx, stopListing := context.WithCancel(ctx)
+	defer stopListing()
+	var listErr error
+	go func() {
+		defer close(pages)
+		listErr = gcs.List(listCtx, client, stor.Bucket, stor.NormalizedPrefix(), stor.RecursiveScan, st.PageToken, s.PageSize, func(objs []gcs.Object, next string) error {
+			select {
+			case pages <- page{objs, next}:
+				return nil
+			case <-listCtx.Done():
+				return listCtx.Err()
+			}
+		})
+	}()
+	for p := range pages {
+		if err = process(p.objs, p.next); err != nil {
+			stopListing()
+			for range pages {
+			}
+			break
+		}
+	}
+	if err == nil {
+		err = listErr
+	}
 	if err != nil {
 		return fail(fmt.Errorf("syncer: storage %d gs://%s/%s: %w", id, stor.Bucket, stor.NormalizedPrefix(), err))
 	}

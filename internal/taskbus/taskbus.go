@@ -90,15 +90,17 @@ func (k Key) Hash() string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func (k Key) filter() string {
-	return fmt.Sprintf("labelsync.*.%d.*.%d.%s", k.Project, k.Storage, k.Hash())
+// filter and subject take the key's hash so that a caller computes it once.
+func (k Key) filter(hash string) string {
+	return "labelsync.*." + strconv.FormatInt(k.Project, 10) + ".*." + strconv.FormatInt(k.Storage, 10) + "." + hash
 }
 
-func (k Key) subject(kind Kind, ledger bool) string {
+func (k Key) subject(kind Kind, ledger bool, hash string) string {
+	root := tasksRoot
 	if ledger || kind == Tombstone {
-		return fmt.Sprintf("%s.%d.%s.%d.%s", ledgerRoot, k.Project, kind, k.Storage, k.Hash())
+		root = ledgerRoot
 	}
-	return fmt.Sprintf("%s.%d.%s.%d.%s", tasksRoot, k.Project, kind, k.Storage, k.Hash())
+	return root + "." + strconv.FormatInt(k.Project, 10) + "." + string(kind) + "." + strconv.FormatInt(k.Storage, 10) + "." + hash
 }
 
 // TaskSubjects is the filter a consumer of one project's task events uses.
@@ -165,7 +167,7 @@ func New(nc *nats.Conn, timeout time.Duration) (*Bus, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*maxRowsInFlight))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*maxRowsInFlight), jetstream.WithDefaultTimeout(timeout))
 	if err != nil {
 		return nil, fmt.Errorf("taskbus: %w", err)
 	}
@@ -189,14 +191,17 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 		body = e.Body
 	}
 	gen := strconv.FormatInt(e.Generation, 10)
-	msg := &nats.Msg{Subject: e.Key.subject(e.Kind, e.Ledger), Data: body, Header: nats.Header{}}
-	msg.Header.Set(hdrExpectSeq, strconv.FormatUint(expect, 10))
-	msg.Header.Set(hdrExpectSubj, e.Key.filter())
-	msg.Header.Set(hdrGeneration, gen)
-	msg.Header.Set(hdrEvent, string(e.Kind))
-
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
+	hash := e.Key.Hash()
+	// Header keys are already canonical: assign, skipping Header.Set's
+	// canonicalisation on every append.
+	msg := &nats.Msg{Subject: e.Key.subject(e.Kind, e.Ledger, hash), Data: body, Header: nats.Header{
+		hdrExpectSeq:  {strconv.FormatUint(expect, 10)},
+		hdrExpectSubj: {e.Key.filter(hash)},
+		hdrGeneration: {gen},
+		hdrEvent:      {string(e.Kind)},
+	}}
+	// No deadline of our own: jetstream applies its default timeout when
+	// ctx has none, and a context per append is measurable here.
 	ack, err := b.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return Result{}, classify("append", err)
@@ -208,7 +213,7 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 func (b *Bus) Head(ctx context.Context, k Key) (Head, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
-	m, err := b.lastMsg(ctx, k.filter())
+	m, err := b.lastMsg(ctx, k.filter(k.Hash()))
 	if err != nil || m == nil {
 		return Head{}, err
 	}

@@ -579,3 +579,25 @@ func TestTaskBytesStable(t *testing.T) {
 		}
 	}
 }
+
+func TestReadRawOfBadRecords(t *testing.T) {
+	t.Parallel()
+	in := "{\"a\": 1}\n{bad\n{\"text\": \"" + strings.Repeat("x", 100) + "\"}\n[1]\n"
+	var raws []string
+	err := Read(strings.NewReader(in), Sniff, Options{MaxRecordBytes: 32}, func(rec Record) bool {
+		if rec.Raw == nil {
+			raws = append(raws, "<nil>")
+		} else {
+			raws = append(raws, string(rec.Raw))
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	// Good and oversize records carry no Raw; a bad one carries its bytes.
+	want := []string{"<nil>", "{bad", "<nil>", "[1]"}
+	if diff := cmp.Diff(want, raws); diff != "" {
+		t.Errorf("Record.Raw (-want +got):\n%s", diff)
+	}
+}

@@ -91,10 +91,17 @@ func ReadParquet(r io.ReaderAt, size int64, opts Options, yield func(Record) boo
 		if err != nil {
 			return fail("row group", err)
 		}
-		for done := false; !done; {
+		for done, empty := false, 0; !done; {
 			recs = recs[:0]
 			err := guard(func() error {
 				n, err := it.ReadRows(rows)
+				// Like bufio, give up on a reader that keeps returning
+				// nothing: a corrupt file must not spin forever.
+				if n > 0 || err != nil {
+					empty = 0
+				} else if empty++; empty > 100 {
+					return io.ErrNoProgress
+				}
 				for _, row := range rows[:n] {
 					rec := Record{Row: rowIndex}
 					rowIndex++

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +20,6 @@ import (
 	"cloud.google.com/go/storage"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -191,42 +191,18 @@ func (w *Worker) connectNATS(ctx context.Context) error {
 	return nil
 }
 
-// newRouter wires the handler with, from the outside in: dead-letter
-// (permanent failures are stored, then acked), retry with backoff
-// (transient failures only), and a recoverer that turns a panic into a
-// permanent failure — a panicking input would panic again.
+// newRouter wires the handler behind the failure path: panics and
+// permanent failures are dead-lettered, then acked; transient ones retried
+// with backoff, then nacked for redelivery.
 func (w *Worker) newRouter(h *ingest.Notifications) (*message.Router, error) {
 	wl := watermill.NewSlogLogger(w.logger.With("component", "watermill"))
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.ShutdownTimeout}, wl)
 	if err != nil {
 		return nil, fmt.Errorf("worker: router: %w", err)
 	}
-	r.AddMiddleware(
-		deadletter.Middleware(w.bus, Component, deadLetterCode, w.m, w.logger),
-		middleware.Retry{
-			MaxRetries:      5,
-			InitialInterval: 100 * time.Millisecond,
-			MaxInterval:     5 * time.Second,
-			Multiplier:      2,
-			ShouldRetry:     func(p middleware.RetryParams) bool { return !fault.IsPermanent(p.Err) },
-			Logger:          wl,
-		}.Middleware,
-		permanentPanics,
-	)
+	r.AddMiddleware(deadletter.Middleware(w.bus, Component, deadLetterCode, deadletter.Retry{}, w.m, w.logger))
 	r.AddConsumerHandler("gcs-notifications", w.cfg.PubsubSubscription, w.sub, h.Handle)
 	return r, nil
-}
-
-func permanentPanics(h message.HandlerFunc) message.HandlerFunc {
-	recovered := middleware.Recoverer(h)
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := recovered(msg)
-		var p middleware.RecoveredPanicError
-		if errors.As(err, &p) {
-			return out, fault.Permanent(fmt.Errorf("worker: handler panicked: %v", p.V))
-		}
-		return out, err
-	}
 }
 
 func deadLetterCode(err error) string {
@@ -235,6 +211,10 @@ func deadLetterCode(err error) string {
 		return "malformed_notification"
 	case errors.Is(err, ingest.ErrUnsupported):
 		return "unsupported"
+	case errors.Is(err, gcs.ErrTooLarge):
+		return "too_large"
+	case strings.Contains(err.Error(), "handler panicked"):
+		return "panic"
 	}
 	return "permanent_error"
 }
