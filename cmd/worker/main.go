@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string) error {
 }
 
 func runSync(ctx context.Context, args []string) error {
-	id, cfgArgs, err := storageFlag(args)
+	id, reconcile, cfgArgs, err := syncFlags(args)
 	if err != nil {
 		return err
 	}
@@ -58,29 +58,33 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return worker.RunSync(ctx, cfg, logger, id, os.Stdout)
+	return worker.RunSync(ctx, cfg, logger, id, reconcile, os.Stdout)
 }
 
-// storageFlag takes --storage ID out of args; the rest are the worker's
-// configuration flags.
-func storageFlag(args []string) (int64, []string, error) {
+// syncFlags takes --storage ID and --reconcile out of args; the rest are
+// the worker's configuration flags.
+func syncFlags(args []string) (id int64, reconcile bool, rest []string, err error) {
 	var value string
-	var rest []string
 	for i := 0; i < len(args); i++ {
 		name, v, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		if !strings.HasPrefix(args[i], "-") || name != "storage" {
+		switch {
+		case !strings.HasPrefix(args[i], "-"):
 			rest = append(rest, args[i])
-			continue
+		case name == "reconcile":
+			reconcile = !hasValue || v == "true"
+		case name == "storage":
+			if !hasValue && i+1 < len(args) {
+				i++
+				v = args[i]
+			}
+			value = v
+		default:
+			rest = append(rest, args[i])
 		}
-		if !hasValue && i+1 < len(args) {
-			i++
-			v = args[i]
-		}
-		value = v
 	}
-	id, err := strconv.ParseInt(value, 10, 64)
+	id, err = strconv.ParseInt(value, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, nil, errors.New("worker sync: --storage ID (a positive integer) is required")
+		return 0, false, nil, errors.New("worker sync: --storage ID (a positive integer) is required")
 	}
-	return id, rest, nil
+	return id, reconcile, rest, nil
 }

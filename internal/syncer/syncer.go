@@ -67,7 +67,12 @@ type Status struct {
 
 	// Checkpoint: the page token of the next page to list ("" = start).
 	PageToken string `json:"page_token,omitempty"`
-	Reconcile bool   `json:"reconcile,omitempty"`
+	// Reconcile: after listing, delete the tasks of objects that no longer
+	// exist. ReconcileSeq is the task stream's last sequence when the sync
+	// started: only keys imported before it are candidates, so objects
+	// uploaded during the sync are never mistaken for missing ones.
+	Reconcile    bool   `json:"reconcile,omitempty"`
+	ReconcileSeq uint64 `json:"reconcile_seq,omitempty"`
 }
 
 // Meta is the progress and result of a sync.
@@ -87,8 +92,11 @@ type applier interface {
 	Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error)
 }
 
-type deadLetterer interface {
+// bus is what the syncer needs of taskbus.Bus besides the pipeline.
+type bus interface {
 	DeadLetter(ctx context.Context, l taskbus.Letter) error
+	LastSeq(ctx context.Context) (uint64, error)
+	LiveHeads(ctx context.Context, project, storage int64, maxSeq uint64, fn func(object string, h taskbus.Head) error) error
 }
 
 type clientFor func(ctx context.Context, st *storages.Import) (*storage.Client, error)
@@ -98,7 +106,7 @@ type Syncer struct {
 	status   jetstream.KeyValue
 	locks    jetstream.KeyValue
 	pipeline applier
-	dl       deadLetterer
+	dl       bus
 	client   clientFor
 	current  func() *storages.Set
 	metrics  *metrics.Metrics
@@ -118,7 +126,7 @@ type Syncer struct {
 }
 
 // New opens (creating if needed) the status and lock buckets.
-func New(ctx context.Context, js jetstream.JetStream, pipeline applier, dl deadLetterer, client clientFor, current func() *storages.Set, m *metrics.Metrics, logger *slog.Logger) (*Syncer, error) {
+func New(ctx context.Context, js jetstream.JetStream, pipeline applier, dl bus, client clientFor, current func() *storages.Set, m *metrics.Metrics, logger *slog.Logger) (*Syncer, error) {
 	status, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: statusBucket, Description: "labelsync sync status and checkpoints", Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, fmt.Errorf("syncer: status bucket: %w", err)
@@ -258,7 +266,7 @@ func (s *Syncer) start(id int64) {
 	go func() {
 		defer s.wg.Done()
 		defer func() { s.mu.Lock(); delete(s.running, id); s.mu.Unlock() }()
-		if _, err := s.RunNow(*ctxp, id, nil); err != nil && !errors.Is(err, ErrLocked) && (*ctxp).Err() == nil {
+		if _, err := s.RunNow(*ctxp, id, false, nil); err != nil && !errors.Is(err, ErrLocked) && (*ctxp).Err() == nil {
 			s.logger.Error("sync failed", "storage", id, "err", err)
 		}
 	}()
@@ -269,7 +277,9 @@ var ErrLocked = errors.New("syncer: sync running elsewhere")
 
 // RunNow runs (or resumes) storage id's sync in the calling goroutine and
 // returns its final status. progress, if set, is called after each page.
-func (s *Syncer) RunNow(ctx context.Context, id int64, progress func(Status)) (Status, error) {
+// reconcile asks for reconciliation in addition to what the queued
+// request asked.
+func (s *Syncer) RunNow(ctx context.Context, id int64, reconcile bool, progress func(Status)) (Status, error) {
 	lockRev, err := s.locks.Create(ctx, key(id), []byte(s.owner))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -291,8 +301,13 @@ func (s *Syncer) RunNow(ctx context.Context, id int64, progress func(Status)) (S
 	}
 	if st.Status != StatusInProgress {
 		// A fresh sync (queued, or run from the CLI): no checkpoint.
-		st = Status{Status: StatusInProgress, LastSync: st.LastSync, LastSyncCount: st.LastSyncCount, Reconcile: st.Reconcile}
+		st = Status{Status: StatusInProgress, LastSync: st.LastSync, LastSyncCount: st.LastSyncCount, Reconcile: st.Reconcile || reconcile}
 		st.Meta.StartedAt = time.Now().UTC().Format(time.RFC3339Nano)
+		if st.Reconcile {
+			if st.ReconcileSeq, err = s.dl.LastSeq(ctx); err != nil {
+				return Status{}, err
+			}
+		}
 	}
 	if rev, err = s.save(ctx, id, st, rev); err != nil {
 		return Status{}, fmt.Errorf("syncer: storage %d: %w", id, err)
@@ -346,6 +361,8 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	}
 	var counts ingest.Counts
 	var listed, already, errs atomic.Int64
+	var seenMu sync.Mutex
+	seen := map[string]struct{}{} // keys listed by this run, for reconciliation
 	storageLabel := strconv.FormatInt(id, 10)
 	process := func(objs []gcs.Object, next string) error {
 		select {
@@ -360,6 +377,11 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 				continue
 			}
 			listed.Add(1)
+			if st.Reconcile {
+				seenMu.Lock()
+				seen[o.Key] = struct{}{}
+				seenMu.Unlock()
+			}
 			g.Go(func() error {
 				outcome, err := s.apply(gctx, stor, o, &counts)
 				switch {
@@ -431,6 +453,12 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	if err != nil {
 		return fail(fmt.Errorf("syncer: storage %d gs://%s/%s: %w", id, stor.Bucket, stor.NormalizedPrefix(), err))
 	}
+	if st.Reconcile {
+		if err := s.reconcile(ctx, stor, client, st.ReconcileSeq, seen, &counts); err != nil {
+			return fail(err)
+		}
+		st.Meta.TasksDeleted = counts.Deleted.Load()
+	}
 	now := time.Now().UTC()
 	created := counts.Created.Load()
 	st.Status, st.LastSync, st.LastSyncCount, st.Traceback, st.PageToken = StatusCompleted, &now, &created, nil, ""
@@ -445,6 +473,27 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 		progress(st)
 	}
 	return st, nil
+}
+
+// reconcile deletes the tasks of keys imported before the sync started
+// that no longer exist. A key this run did not list is checked with GCS
+// before it is deleted: it may have been listed before a resume.
+func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *storage.Client, maxSeq uint64, seen map[string]struct{}, counts *ingest.Counts) error {
+	return s.dl.LiveHeads(ctx, stor.Project, stor.ID, maxSeq, func(object string, h taskbus.Head) error {
+		if _, ok := seen[object]; ok || !stor.Matches(object) {
+			return nil
+		}
+		_, err := client.Bucket(stor.Bucket).Object(object).Attrs(ctx)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, storage.ErrObjectNotExist) {
+			return fmt.Errorf("syncer: reconcile gs://%s/%s: %w", stor.Bucket, object, gcs.Classify(err))
+		}
+		obs := ingest.Observation{Present: false, Generation: h.Generation, EventTime: time.Now(), Source: ingest.SourceSync}
+		_, err = s.pipeline.Apply(ctx, stor, ingest.Object{Bucket: stor.Bucket, Key: object}, obs, counts)
+		return err
+	})
 }
 
 // apply retries transient failures of one object a few times: one flaky

@@ -25,6 +25,7 @@ import (
 )
 
 type env struct {
+	sc      *storage.Client
 	bus     *taskbus.Bus
 	set     *storages.Set
 	clients *gcs.Clients
@@ -77,7 +78,7 @@ func newEnv(t *testing.T, objects int) *env {
 	}
 	clients := gcs.NewClients(gcs.Options{EmulatorHost: stack.GCSURL})
 	t.Cleanup(func() { _ = clients.Close() })
-	return &env{bus: bus, set: set, clients: clients, m: metrics.New(prometheus.NewRegistry())}
+	return &env{sc: sc, bus: bus, set: set, clients: clients, m: metrics.New(prometheus.NewRegistry())}
 }
 
 func (e *env) syncer(t *testing.T, p applier) *Syncer {
@@ -140,7 +141,7 @@ func TestSyncKilledAndResumed(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	first := e.syncer(t, &cancelAfter{p: pipeline, n: 170, cancel: cancel})
-	if _, err := first.RunNow(ctx, 1, nil); !errors.Is(err, context.Canceled) {
+	if _, err := first.RunNow(ctx, 1, false, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted RunNow: %v, want context.Canceled", err)
 	}
 	st, err := first.Status(context.Background(), 1)
@@ -156,13 +157,13 @@ func TestSyncKilledAndResumed(t *testing.T) {
 	if _, err := second.locks.Create(context.Background(), key(1), []byte("dead-replica")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.RunNow(context.Background(), 1, nil); !errors.Is(err, ErrLocked) {
+	if _, err := second.RunNow(context.Background(), 1, false, nil); !errors.Is(err, ErrLocked) {
 		t.Fatalf("RunNow while locked: %v, want ErrLocked", err)
 	}
 	if err := second.locks.Delete(context.Background(), key(1)); err != nil { // as the TTL would
 		t.Fatal(err)
 	}
-	final, err := second.RunNow(context.Background(), 1, nil)
+	final, err := second.RunNow(context.Background(), 1, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,5 +219,39 @@ func TestRequestWhileRunningReturnsIt(t *testing.T) {
 			t.Fatalf("not completed: %+v", st)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestReconcileDeletesTasksOfMissingObjects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 20)
+	s := e.syncer(t, ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	ctx := context.Background()
+	if _, err := s.RunNow(ctx, 1, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Five objects go while nobody listens to notifications.
+	for i := range 5 {
+		if err := e.sc.Bucket("acme-raw").Object(fmt.Sprintf("incoming/%04d.jpg", i)).Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without reconciliation a sync leaves their tasks alone, as Label
+	// Studio does.
+	st, err := s.RunNow(ctx, 1, false, nil)
+	if err != nil || st.Meta.TasksDeleted != 0 {
+		t.Fatalf("plain sync: %+v, %v", st.Meta, err)
+	}
+	st, err = s.RunNow(ctx, 1, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Meta.TasksDeleted != 5 || st.Status != StatusCompleted {
+		t.Fatalf("reconciling sync: %+v", st)
+	}
+	// Again: nothing more to delete.
+	st, err = s.RunNow(ctx, 1, true, nil)
+	if err != nil || st.Meta.TasksDeleted != 0 {
+		t.Fatalf("second reconciling sync: %+v, %v", st.Meta, err)
 	}
 }

@@ -56,6 +56,7 @@ const (
 const (
 	hdrGeneration = "Labelsync-Generation"
 	hdrEvent      = "Labelsync-Event"
+	hdrKey        = "Labelsync-Key"
 	hdrExpectSeq  = "Nats-Expected-Last-Subject-Sequence"
 	hdrExpectSubj = "Nats-Expected-Last-Subject-Sequence-Subject"
 )
@@ -199,6 +200,9 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 		hdrExpectSubj: {e.Key.filter(hash)},
 		hdrGeneration: {gen},
 		hdrEvent:      {string(e.Kind)},
+		// The object's name, for reconciliation, which walks heads by
+		// subject and has only the key's hash there.
+		hdrKey: {e.Key.Object},
 	}}
 	// No deadline of our own: jetstream applies its default timeout when
 	// ctx has none, and a context per append is measurable here.

@@ -22,7 +22,7 @@ import (
 // them: if one of them runs this storage's sync, RunSync says so and stops.
 // With LABELSYNC_NATS_URL empty it connects to the embedded server of a
 // running worker (LABELSYNC_EMBEDDED_NATS_ADDR) rather than starting one.
-func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, out io.Writer) error {
+func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, reconcile bool, out io.Writer) error {
 	w := &Worker{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
 	defer w.close()
 	w.m = metrics.New(w.reg)
@@ -41,9 +41,9 @@ func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, out
 		return err
 	}
 	started := time.Now()
-	st, err := s.RunNow(ctx, id, func(st syncer.Status) {
-		fmt.Fprintf(out, "storage %d: %s: %d objects, %d created, %d updated, %d already synced, %d errors (%.1fs)\n",
-			id, st.Status, st.Meta.ObjectsListed, st.Meta.TasksCreated, st.Meta.TasksUpdated, st.Meta.AlreadySynced, st.Meta.Errors, time.Since(started).Seconds())
+	st, err := s.RunNow(ctx, id, reconcile, func(st syncer.Status) {
+		fmt.Fprintf(out, "storage %d: %s: %d objects, %d created, %d updated, %d deleted, %d already synced, %d errors (%.1fs)\n",
+			id, st.Status, st.Meta.ObjectsListed, st.Meta.TasksCreated, st.Meta.TasksUpdated, st.Meta.TasksDeleted, st.Meta.AlreadySynced, st.Meta.Errors, time.Since(started).Seconds())
 	})
 	if err != nil {
 		return fmt.Errorf("worker sync: storage %d: %w", id, err)
