@@ -185,9 +185,7 @@ func (s *Subscriber) handle(recvCtx context.Context, m *pubsub.Message, out chan
 	msg.Metadata[deadletter.MessageIDKey] = m.ID
 	// The handler's context outlives the receive context, so that work in
 	// flight at shutdown completes and is acked instead of thrown away.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(recvCtx))
-	defer cancel()
-	msg.SetContext(ctx)
+	msg.SetContext(context.WithoutCancel(recvCtx))
 	select {
 	case out <- msg:
 	case <-recvCtx.Done():

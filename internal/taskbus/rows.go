@@ -225,9 +225,6 @@ func encodeEvent(ev *Event) ([]byte, error) {
 	if ev == nil {
 		return []byte(`{}`), nil
 	}
-	body, err := jsonMarshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("taskbus: encode event: %w", err)
-	}
-	return body, nil
+	// Directly, not through json.Marshal, which would re-scan the output.
+	return ev.MarshalJSON()
 }

@@ -300,5 +300,3 @@ func TaskID(storage int64, key string, row *int) string {
 	sum := sha256.Sum256([]byte(b.String()))
 	return hex.EncodeToString(sum[:16])
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
