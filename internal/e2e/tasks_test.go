@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
@@ -166,4 +169,44 @@ func TestTasksOversizeFile(t *testing.T) {
 	})
 }
 
-var _ = json.Valid
+type imageRow struct {
+	Image string  `parquet:"image"`
+	Score float64 `parquet:"score"`
+	N     int64   `parquet:"n"`
+}
+
+// TestTasksParquet: one task per row, columns as data fields, read from GCS
+// with ranged reads of the notified generation.
+func TestTasksParquet(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b, tasksStorages)
+		rw := h.startWorker()
+		var buf bytes.Buffer
+		w := parquet.NewGenericWriter[imageRow](&buf)
+		rows := []imageRow{{"gs://acme-raw/img/1.jpg", 0.5, 1}, {"gs://acme-raw/img/2.jpg", 0.25, 2}, {"gs://acme-raw/img/3.jpg", 1, 3}}
+		if _, err := w.Write(rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h.upload("acme-raw", "tasks/table.parquet", buf.String())
+		evs := h.waitSettled(rw, 1)
+		got := rowEvents(evs, "tasks/table.parquet")
+		if len(got) != 3 {
+			t.Fatalf("%d events, want 3: %v", len(got), got)
+		}
+		for i, e := range got {
+			var task struct {
+				Data imageRow `json:"data"`
+			}
+			if err := json.Unmarshal([]byte(e.Task), &task); err != nil {
+				t.Fatalf("row %d task %s: %v", i, e.Task, err)
+			}
+			if e.Row != i || e.Event != taskbus.Created || task.Data != rows[i] {
+				t.Errorf("row %d = %+v (data %+v), want %+v", i, e, task.Data, rows[i])
+			}
+		}
+	})
+}
