@@ -2,16 +2,21 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/worker"
 )
 
 // A Tasks-mode storage (use_blob_urls false) beside the Files-mode ones.
@@ -209,4 +214,55 @@ func TestTasksParquet(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTasksCrashBeforeCommit fails the pipeline, as a crash would, after a
+// file's rows were appended but before its commit record, several times:
+// the retries append only what is missing, so every row event is there once.
+func TestTasksCrashBeforeCommit(t *testing.T) {
+	t.Parallel()
+	for _, step := range []string{"append", "appended"} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, backends[0], tasksStorages)
+			var crashes atomic.Int64
+			rw := h.startWorker(worker.WithIngestOptions(ingest.WithStepHook(func(_ context.Context, name string) error {
+				if name == step && crashes.Add(1) <= 3 {
+					return errors.New("simulated crash at " + name)
+				}
+				return nil
+			})))
+			var lines strings.Builder
+			for i := range 300 {
+				fmt.Fprintf(&lines, "{\"n\": %d}\n", i)
+			}
+			h.upload("acme-raw", "tasks/crash.jsonl", lines.String())
+			h.waitFor(func(evs []taskbus.Event) bool { return len(evs) >= 300 })
+			// A second generation changes every tenth row.
+			lines.Reset()
+			for i := range 300 {
+				if i%10 == 0 {
+					fmt.Fprintf(&lines, "{\"n\": %d, \"v\": 2}\n", i)
+				} else {
+					fmt.Fprintf(&lines, "{\"n\": %d}\n", i)
+				}
+			}
+			crashes.Store(0)
+			h.upload("acme-raw", "tasks/crash.jsonl", lines.String())
+			h.waitFor(func(evs []taskbus.Event) bool { return len(evs) >= 330 })
+			evs := h.waitSettled(rw, 2)
+			seen := map[string]int{}
+			for _, e := range evs {
+				seen[fmt.Sprintf("%d %s %s", *e.RowIndex, e.Event, e.Generation)]++
+			}
+			for k, n := range seen {
+				if n != 1 {
+					t.Errorf("%s appended %d times", k, n)
+				}
+			}
+			if c, u := count(evs, taskbus.Created), count(evs, taskbus.Updated); c != 300 || u != 30 || len(evs) != 330 {
+				t.Fatalf("created %d updated %d total %d; want 300, 30, 330", c, u, len(evs))
+			}
+		})
+	}
 }
