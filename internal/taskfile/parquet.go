@@ -18,6 +18,8 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
+
+	"github.com/labelsync/labelsync/internal/jsonstr"
 )
 
 // parquetBatch is how many rows are decoded between calls to yield. Rows
@@ -377,7 +379,7 @@ func compileGroup(col int, node parquet.Node) (int, writeFunc) {
 	first := col
 	for i, f := range fields {
 		bounds[i] = col - first
-		keys[i] = append(appendString(nil, []byte(f.Name())), ':')
+		keys[i] = append(jsonstr.Append(nil, []byte(f.Name())), ':')
 		col, writers[i] = compile(col, f, f.Name())
 	}
 	bounds[len(fields)] = col - first
@@ -439,7 +441,7 @@ func compileMap(col int, node parquet.Node) (int, writeFunc, bool) {
 		}
 		if dst[start] != '"' {
 			text := string(dst[start:])
-			dst = appendString(dst[:start], []byte(text))
+			dst = jsonstr.Append(dst[:start], []byte(text))
 		}
 		dst = append(dst, ':')
 		if valW == nil {
@@ -475,7 +477,7 @@ func valueFormatter(t parquet.Type) valueFunc {
 	}
 	switch lt := logical.(type) {
 	case *format.StringType, *format.EnumType:
-		return func(dst []byte, v parquet.Value) []byte { return appendString(dst, v.ByteArray()) }
+		return func(dst []byte, v parquet.Value) []byte { return jsonstr.Append(dst, v.ByteArray()) }
 	case *format.JsonType:
 		return appendJSONValue
 	case *format.UUIDType:
@@ -542,7 +544,7 @@ func valueFormatter(t parquet.Type) valueFunc {
 		// a JSON string.
 		return func(dst []byte, v parquet.Value) []byte {
 			if b := v.ByteArray(); utf8.Valid(b) {
-				return appendString(dst, b)
+				return jsonstr.Append(dst, b)
 			}
 			return appendBase64(dst, v.ByteArray())
 		}
@@ -642,7 +644,7 @@ func appendJSONValue(dst []byte, v parquet.Value) []byte {
 			return buf.Bytes()
 		}
 	}
-	return appendString(dst, b)
+	return jsonstr.Append(dst, b)
 }
 
 func appendUUID(dst []byte, v parquet.Value) []byte {
@@ -711,49 +713,4 @@ func float16(h uint16) float32 {
 		e--
 	}
 	return math.Float32frombits(sign | e<<23 | (frac&0x3ff)<<13)
-}
-
-// appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
-// encoding/json does; HTML characters are left alone, as json.Compact
-// leaves them in JSON input.
-func appendString(dst []byte, s []byte) []byte {
-	const hexDigits = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
