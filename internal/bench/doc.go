@@ -5,9 +5,9 @@
 //	make bench
 //	go test ./internal/bench -run '^$' -bench . -benchtime 1x -timeout 60m
 //
-// Three benchmarks, each run against pstest (in-process) and against
-// Google's Pub/Sub emulator (skipped with a message when it is not installed,
-// failed when LABELSYNC_REQUIRE_PUBSUB_EMULATOR=1):
+// Three benchmarks of the notification path, each run against pstest
+// (in-process) and against Google's Pub/Sub emulator (skipped with a message
+// when it is not installed, failed when LABELSYNC_REQUIRE_PUBSUB_EMULATOR=1):
 //
 //   - BenchmarkThroughput drains the same backlog of real-format
 //     OBJECT_FINALIZE notifications (payloadFormat JSON_API_V1) three times,
@@ -40,5 +40,34 @@
 // LABELSYNC_BENCH_EMULATOR_STREAMS (default 32) and
 // LABELSYNC_BENCH_MAX_OUTSTANDING (default 1000). LABELSYNC_BENCH_CONTENDERS
 // (default "labelsync,raw_pipeline,raw_ack") chooses which contenders drain,
-// in that order. docs/benchmarks.md records the figures and the method.
+// in that order.
+//
+// Two benchmarks of the bulk paths need no Pub/Sub server (Linux only: they
+// seed fake-gcs-server's filesystem layout and read /proc):
+//
+//   - BenchmarkSync seeds a fake-gcs-server bucket with N Files-mode objects
+//     and times syncer.RunNow over it (list, match, ledger-conditioned
+//     append, checkpoints) against the raw ceiling of listing the same
+//     prefix with the storage client (gcs.List, same page size) in the same
+//     run. It checks that every object produced exactly one created event
+//     and reports both rates, their ratio, CPU per object and this process's
+//     peak RSS and Go heap during the sync, at each size in
+//     LABELSYNC_BENCH_SYNC_SIZES (default "10000,100000").
+//   - BenchmarkJSONLImport imports a LABELSYNC_BENCH_JSONL_LINES-line JSONL
+//     task file (default 1,000,000) through ingest.Pipeline.Apply for a
+//     Tasks-mode storage and reports tasks/s and peak RSS, next to two raw
+//     baselines from the same run: taskfile.Read over the file, and as many
+//     JetStream async publishes of row-event-sized messages.
+//
+// They measure memory, so NATS and fake-gcs-server run in separate "infra"
+// processes (this test binary re-run as TestBenchInfra), whose RSS and CPU
+// are reported apart. fake-gcs-server re-lists its whole bucket for every
+// page, so the storage client's pages are cut from one whole listing of it
+// (LABELSYNC_BENCH_SYNC_PAGING=fake lists page by page from
+// fake-gcs-server instead); LABELSYNC_BENCH_SYNC_PAGE_DELAY (e.g. 100ms)
+// holds each page as a remote server would, and
+// LABELSYNC_BENCH_SYNC_CONCURRENCY overrides Syncer.Concurrency.
+// LABELSYNC_BENCH_INFRA_CPUPROFILE=path writes each infra process's CPU
+// profile to path.<pid>. docs/benchmarks.md records the figures and the
+// method.
 package bench

@@ -3,7 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
-	"context"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,20 +32,21 @@ import (
 )
 
 // The sync and JSONL benchmarks measure labelsync's memory, so the servers
-// it talks to run in a second process, the "infra" process: the NATS server
-// (natsembed, JetStream on file storage) and, for the sync, fake-gcs-server.
-// Both hold state that grows with the run (NATS keeps an index entry per
-// subject, one per object or row; fake-gcs-server builds the whole listing
-// on every page request), which would otherwise be counted as labelsync's.
-// The infra process is this test binary re-run with -test.run
+// it talks to run in other processes, "infra" processes: one for the NATS
+// server (natsembed, JetStream on file storage), one for fake-gcs-server.
+// Both hold state that grows with the run (NATS keeps state per subject, one
+// subject per object or row; fake-gcs-server builds the whole listing on
+// every page request), which would otherwise be counted as labelsync's. An
+// infra process is this test binary re-run with -test.run
 // '^TestBenchInfra$'; it prints its addresses on one line and serves until
 // its stdin closes, which also happens when the benchmark process dies.
 
 const (
-	envInfra           = "LABELSYNC_BENCH_INFRA"             // "1" in the infra process
-	envInfraNATSDir    = "LABELSYNC_BENCH_INFRA_NATS_DIR"    // start NATS storing here
-	envInfraGCSRoot    = "LABELSYNC_BENCH_INFRA_GCS_ROOT"    // start fake-gcs-server on this filesystem root
-	envInfraGCSPaging  = "LABELSYNC_BENCH_INFRA_GCS_PAGING"  // "layer" (default) or "fake"
+	envInfra           = "LABELSYNC_BENCH_INFRA"            // "1" in the infra process
+	envInfraNATSDir    = "LABELSYNC_BENCH_INFRA_NATS_DIR"   // start NATS storing here
+	envInfraGCSRoot    = "LABELSYNC_BENCH_INFRA_GCS_ROOT"   // start fake-gcs-server on this filesystem root
+	envInfraGCSPaging  = "LABELSYNC_BENCH_INFRA_GCS_PAGING" // "layer" (default) or "fake"
+	envInfraPageDelay  = "LABELSYNC_BENCH_INFRA_PAGE_DELAY" // the paging layer waits this long before each page
 	envInfraCPUProfile = "LABELSYNC_BENCH_INFRA_CPUPROFILE" // write the infra process's CPU profile to this path + "." + pid
 	infraReadyPrefix   = "labelsync-bench-infra "
 )
@@ -85,7 +86,11 @@ func TestBenchInfra(t *testing.T) {
 		}
 		var h http.Handler = fake.HTTPHandler()
 		if os.Getenv(envInfraGCSPaging) != "fake" {
-			h = &pagingLayer{fake: h, listings: map[string]*listing{}}
+			delay, err := time.ParseDuration(cmp.Or(os.Getenv(envInfraPageDelay), "0s"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h = &pagingLayer{fake: h, delay: delay, listings: map[string]*listing{}}
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -104,16 +109,18 @@ func TestBenchInfra(t *testing.T) {
 // fake-gcs-server does, page for page, without its cost: fake-gcs-server
 // lists and sorts the whole bucket (reading every object's metadata from
 // disk with the filesystem backend) on every page request, so a listing
-// costs O(bucket) per page and O(bucket²/page) in all — about 4 minutes for
-// 100,000 objects here. The layer asks fake-gcs-server once for the whole
+// costs O(bucket) per page and O(bucket²/page) in all — over 3 minutes of
+// CPU for 100,000 objects here. The layer asks fake-gcs-server once for the whole
 // listing of a prefix (one request without maxResults) and serves the pages
 // from it: the same items, bytes as fake-gcs-server wrote them, cut where
 // fake-gcs-server cuts (names >= pageToken, in name order, maxResults per
 // page, nextPageToken the name of the first item left out). Anything else
 // (delimiters, versions, offsets, writes) goes to fake-gcs-server as is.
-// The bucket must not change while the layer serves it.
+// The bucket must not change while the layer serves it. delay, if set,
+// holds every page that long, as a remote server's latency would.
 type pagingLayer struct {
-	fake http.Handler
+	fake  http.Handler
+	delay time.Duration
 
 	mu       sync.Mutex
 	listings map[string]*listing // by bucket + "\x00" + prefix
@@ -171,6 +178,7 @@ func (p *pagingLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		buf.Write(tok)
 	}
 	buf.WriteString("}\n")
+	time.Sleep(p.delay)
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	_, _ = w.Write(buf.Bytes())
 }
@@ -236,6 +244,8 @@ type infraOptions struct {
 	natsDir string // start NATS storing here (empty: no NATS)
 	gcsRoot string // start fake-gcs-server on this root (empty: no GCS)
 	paging  string // "layer" or "fake"
+	// pageDelay is how long the paging layer holds each page.
+	pageDelay time.Duration
 }
 
 // startInfra starts an infra process and waits for its addresses. stop
@@ -257,6 +267,7 @@ func startInfra(b *testing.B, o infraOptions) *infra {
 		envInfraNATSDir+"="+o.natsDir,
 		envInfraGCSRoot+"="+o.gcsRoot,
 		envInfraGCSPaging+"="+o.paging,
+		envInfraPageDelay+"="+o.pageDelay.String(),
 	)
 	cmd.Stderr = logFile
 	stdin, err := cmd.StdinPipe()
@@ -324,6 +335,7 @@ func startInfra(b *testing.B, o infraOptions) *infra {
 // memory is what a benchmark reports about the process's memory over one
 // phase.
 type memory struct {
+	startRSS  uint64 // VmRSS when the phase started, after a GC returned the free heap
 	peakRSS   uint64 // VmHWM since the phase started (since process start if the reset failed)
 	resetOK   bool   // whether VmHWM was reset at the start of the phase
 	peakHeap  uint64 // highest sampled Go heap (objects, live or not yet swept)
@@ -339,6 +351,7 @@ type memoryWatch struct {
 	done     chan struct{}
 	finished chan struct{}
 	resetOK  bool
+	startRSS uint64
 	peakHeap atomic.Uint64
 	peakRSS  atomic.Uint64
 	samples  atomic.Int64
@@ -353,6 +366,7 @@ func watchMemory(interval time.Duration) *memoryWatch {
 	debug.FreeOSMemory()
 	w := &memoryWatch{done: make(chan struct{}), finished: make(chan struct{})}
 	w.resetOK = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+	w.startRSS, _, _ = procMemory(os.Getpid())
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 	go func() {
 		defer close(w.finished)
@@ -391,7 +405,7 @@ func storeMax(a *atomic.Uint64, v uint64) {
 func (w *memoryWatch) stop() memory {
 	w.stopOnce.Do(func() { close(w.done) })
 	<-w.finished
-	m := memory{resetOK: w.resetOK, peakHeap: w.peakHeap.Load(), sampleRSS: w.peakRSS.Load(), samples: int(w.samples.Load())}
+	m := memory{startRSS: w.startRSS, resetOK: w.resetOK, peakHeap: w.peakHeap.Load(), sampleRSS: w.peakRSS.Load(), samples: int(w.samples.Load())}
 	m.endRSS, m.peakRSS, _ = procMemory(os.Getpid())
 	runtime.GC()
 	var ms runtime.MemStats
@@ -405,8 +419,8 @@ func (m memory) String() string {
 	if !m.resetOK {
 		since = "since the process started: VmHWM could not be reset"
 	}
-	return fmt.Sprintf("peak RSS %.1f MB (VmHWM %s; highest of %d samples %.1f MB), peak Go heap %.1f MB, Go heap in use after GC at the end %.1f MB",
-		mb(m.peakRSS), since, m.samples, mb(m.sampleRSS), mb(m.peakHeap), mb(m.endHeap))
+	return fmt.Sprintf("RSS %.1f MB at the start (after a GC), peak RSS %.1f MB (VmHWM %s; highest of %d samples %.1f MB), peak Go heap %.1f MB, Go heap in use after GC at the end %.1f MB",
+		mb(m.startRSS), mb(m.peakRSS), since, m.samples, mb(m.sampleRSS), mb(m.peakHeap), mb(m.endHeap))
 }
 
 // procCPU is the user+system CPU time of process pid so far, from
@@ -434,36 +448,50 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / ticks
 }
 
-// cpuMark records the CPU time of this process and the infra process and
-// the machine's busy ticks, to report what a phase cost.
+// cpuMark records the CPU time of this process and of the given infra
+// processes, and the machine's busy ticks, to report what a phase cost.
 type cpuMark struct {
-	self, infra time.Duration
+	pids        []int
+	self        time.Duration
+	others      []time.Duration
 	busy, total uint64
 }
 
-func markCPU(infraPID int) cpuMark {
+func markCPU(pids ...int) cpuMark {
 	busy, total := machineCPU()
-	return cpuMark{self: processCPU(), infra: procCPU(infraPID), busy: busy, total: total}
+	m := cpuMark{pids: pids, self: processCPU(), busy: busy, total: total}
+	for _, pid := range pids {
+		m.others = append(m.others, procCPU(pid))
+	}
+	return m
 }
 
-// cpuUse is the CPU a phase used: in this process, in the infra process,
+// cpuUse is the CPU a phase used: in this process, in each infra process,
 // and the share of the machine's CPUs busy (others' load included).
 type cpuUse struct {
-	self, infra time.Duration
-	busyPct     float64
+	self    time.Duration
+	others  []time.Duration
+	busyPct float64
 }
 
-func (m cpuMark) since(infraPID int) cpuUse {
-	now := markCPU(infraPID)
-	u := cpuUse{self: now.self - m.self, infra: now.infra - m.infra}
+func (m cpuMark) since() cpuUse {
+	now := markCPU(m.pids...)
+	u := cpuUse{self: now.self - m.self}
+	for i := range m.others {
+		u.others = append(u.others, now.others[i]-m.others[i])
+	}
 	if now.total > m.total {
 		u.busyPct = 100 * float64(now.busy-m.busy) / float64(now.total-m.total)
 	}
 	return u
 }
 
-func (u cpuUse) perItem(n int) (self, infra float64) {
-	return float64(u.self) / 1e3 / float64(n), float64(u.infra) / 1e3 / float64(n)
+// perItem is CPU µs per item in this process and in infra process i.
+func (u cpuUse) perItem(n int) (self float64, others []float64) {
+	for _, d := range u.others {
+		others = append(others, float64(d)/1e3/float64(n))
+	}
+	return float64(u.self) / 1e3 / float64(n), others
 }
 
 // envSizes reads a comma-separated list of positive sizes.
@@ -482,20 +510,4 @@ func envSizes(b *testing.B, name string, def []int) []int {
 		out = append(out, n)
 	}
 	return out
-}
-
-// waitCount polls until count reaches want or ctx ends; it returns the last
-// value seen.
-func waitCount(ctx context.Context, want uint64, count func(context.Context) (uint64, error)) (uint64, error) {
-	for {
-		got, err := count(ctx)
-		if err != nil || got >= want {
-			return got, err
-		}
-		select {
-		case <-ctx.Done():
-			return got, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
