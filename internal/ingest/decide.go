@@ -28,6 +28,10 @@ type Observation struct {
 	// Overwrite is true when the notification says an older generation
 	// existed: the key is probably imported already.
 	Overwrite bool
+	// AssumeNew lets a sync guess, like a plain FINALIZE does, that the key
+	// is not imported yet, saving the head read when the guess is right
+	// and costing a failed append when it is wrong.
+	AssumeNew bool
 }
 
 // ObservationOf maps a notification to what it says about the object. ok is

@@ -99,7 +99,7 @@ func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o
 	// let the conditional append correct the guess, so that the common case
 	// costs one JetStream round trip. Anything else reads the head first.
 	var head taskbus.Head
-	if !o.Present || o.Overwrite || o.Source != SourceNotification {
+	if !o.Present || o.Overwrite || (o.Source != SourceNotification && !o.AssumeNew) {
 		if err := p.hook(ctx, "head"); err != nil {
 			return "", err
 		}

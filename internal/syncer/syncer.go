@@ -140,7 +140,7 @@ func New(ctx context.Context, js jetstream.JetStream, pipeline applier, dl bus, 
 	return &Syncer{
 		status: status, locks: locks, pipeline: pipeline, dl: dl, client: client, current: current,
 		metrics: m, logger: logger, owner: hex.EncodeToString(b),
-		Concurrency: 64, PageSize: 1000, running: map[int64]bool{},
+		Concurrency: 256, PageSize: 1000, running: map[int64]bool{},
 	}, nil
 }
 
@@ -361,6 +361,9 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	}
 	var counts ingest.Counts
 	var listed, already, errs atomic.Int64
+	// A first sync finds every key new, a re-sync finds every key imported:
+	// guess from the page before whether reading each key's head first pays.
+	assumeNew := true
 	var seenMu sync.Mutex
 	seen := map[string]struct{}{} // keys listed by this run, for reconciliation
 	storageLabel := strconv.FormatInt(id, 10)
@@ -372,6 +375,8 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 		}
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(s.Concurrency)
+		pageNew := assumeNew
+		var pageApplied, pageDup atomic.Int64
 		for _, o := range objs {
 			if !stor.Matches(o.Key) {
 				continue
@@ -383,7 +388,11 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 				seenMu.Unlock()
 			}
 			g.Go(func() error {
-				outcome, err := s.apply(gctx, stor, o, &counts)
+				outcome, err := s.apply(gctx, stor, o, pageNew, &counts)
+				pageApplied.Add(1)
+				if outcome == metrics.OutcomeDuplicate || outcome == metrics.OutcomeStale {
+					pageDup.Add(1)
+				}
 				switch {
 				case err != nil && fault.IsPermanent(err):
 					errs.Add(1)
@@ -402,6 +411,7 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 		if err := g.Wait(); err != nil {
 			return err
 		}
+		assumeNew = pageDup.Load()*10 < pageApplied.Load()
 		st.PageToken = next
 		st.Meta.Pages++
 		st.Meta.ObjectsListed = listed.Load()
@@ -499,8 +509,8 @@ func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *s
 // apply retries transient failures of one object a few times: one flaky
 // object should not fail a long sync (the checkpoint would resume it, but
 // from the page start).
-func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, counts *ingest.Counts) (string, error) {
-	obs := ingest.Observation{Present: true, Generation: o.Generation, EventTime: o.Updated, Source: ingest.SourceSync}
+func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, assumeNew bool, counts *ingest.Counts) (string, error) {
+	obs := ingest.Observation{Present: true, Generation: o.Generation, EventTime: o.Updated, Source: ingest.SourceSync, AssumeNew: assumeNew}
 	var err error
 	for attempt := range 5 {
 		var outcome string
