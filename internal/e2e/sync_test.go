@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -195,5 +194,3 @@ func TestStorageAPIPreviewAndValidate(t *testing.T) {
 		t.Fatalf("get storage 2: %d %v", code, out)
 	}
 }
-
-var _ = context.Background
