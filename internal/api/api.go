@@ -35,6 +35,10 @@ type syncs interface {
 // ClientFor returns a storage client for credentials (nil: ADC).
 type ClientFor func(ctx context.Context, credentialsJSON []byte) (*storage.Client, error)
 
+// SavedClientFor returns the storage client of a saved import storage,
+// opening its sealed credentials.
+type SavedClientFor func(ctx context.Context, st *storages.Import) (*storage.Client, error)
+
 // Server holds the API's dependencies.
 type Server struct {
 	token   string
@@ -42,12 +46,15 @@ type Server struct {
 	exports func() []storages.Export
 	syncs   syncs
 	client  ClientFor
+	saved   SavedClientFor
 	logger  *slog.Logger
 }
 
-// New builds the API. token empty refuses every request.
-func New(token string, current func() *storages.Set, exports func() []storages.Export, s syncs, client ClientFor, logger *slog.Logger) *Server {
-	return &Server{token: token, current: current, exports: exports, syncs: s, client: client, logger: logger}
+// New builds the API. token empty refuses every request. client serves
+// storages posted with the request (their credentials used once, never
+// stored); saved serves storages named by id.
+func New(token string, current func() *storages.Set, exports func() []storages.Export, s syncs, client ClientFor, saved SavedClientFor, logger *slog.Logger) *Server {
+	return &Server{token: token, current: current, exports: exports, syncs: s, client: client, saved: saved, logger: logger}
 }
 
 // Register adds the routes to mux.
@@ -162,7 +169,7 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 
 // files is the preview: the first `limit` keys that would import.
 func (s *Server) files(w http.ResponseWriter, r *http.Request) {
-	st, ok := s.decodeImport(w, r)
+	st, c, ok := s.decodeImport(w, r)
 	if !ok {
 		return
 	}
@@ -174,10 +181,6 @@ func (s *Server) files(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		limit = n
-	}
-	c, ok := s.clientOf(w, r, []byte(st.GoogleApplicationCredentials))
-	if !ok {
-		return
 	}
 	objs, truncated, err := gcs.Preview(r.Context(), c, st, limit, 10*time.Second)
 	if err != nil {
@@ -200,11 +203,7 @@ func (s *Server) files(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) validateImport(w http.ResponseWriter, r *http.Request) {
-	st, ok := s.decodeImport(w, r)
-	if !ok {
-		return
-	}
-	c, ok := s.clientOf(w, r, []byte(st.GoogleApplicationCredentials))
+	st, c, ok := s.decodeImport(w, r)
 	if !ok {
 		return
 	}
@@ -288,26 +287,33 @@ func (s *Server) importByID(w http.ResponseWriter, r *http.Request) (*storages.I
 // decodeImport reads an unsaved import storage from the body, the way
 // Label Studio's preview and validate forms send it. Inline credentials
 // are used for this request only and never stored.
-func (s *Server) decodeImport(w http.ResponseWriter, r *http.Request) (*storages.Import, bool) {
+func (s *Server) decodeImport(w http.ResponseWriter, r *http.Request) (*storages.Import, *storage.Client, bool) {
 	var st storages.Import
 	if !decode(w, r, &st) {
-		return nil, false
+		return nil, nil, false
 	}
 	if st.ID != 0 && st.Bucket == "" {
-		// A saved storage named by id.
+		// A saved storage named by id: its own sealed credentials.
 		if saved, ok := s.current().Get(st.ID); ok {
-			cp := *saved
-			return &cp, true
+			c, err := s.saved(r.Context(), saved)
+			if err != nil {
+				validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google credentials are invalid", Err: err})
+				return nil, nil, false
+			}
+			return saved, c, true
 		}
 	}
 	creds := st.GoogleApplicationCredentials
 	st.GoogleApplicationCredentials = ""
 	if err := st.Normalize(); err != nil {
 		validationError(w, err)
-		return nil, false
+		return nil, nil, false
 	}
-	st.GoogleApplicationCredentials = creds
-	return &st, true
+	c, ok := s.clientOf(w, r, []byte(creds))
+	if !ok {
+		return nil, nil, false
+	}
+	return &st, c, true
 }
 
 func (s *Server) clientOf(w http.ResponseWriter, r *http.Request, creds []byte) (*storage.Client, bool) {

@@ -162,6 +162,11 @@ func TestStorageAPIPreviewAndValidate(t *testing.T) {
 	if f["size"] != float64(1) || f["last_modified"] == nil {
 		t.Errorf("preview entry: %v", f)
 	}
+	// A saved storage named by id, with its own (here: default) credentials.
+	code, out = h.api(rw, "POST", "/api/storages/gcs/files", "tok", `{"id": 1}`)
+	if files, _ := out["files"].([]any); code != http.StatusOK || len(files) != 3 {
+		t.Fatalf("preview of storage 1: %d %v", code, out)
+	}
 	code, out = h.api(rw, "POST", "/api/storages/gcs/validate", "tok", `{"project": 7, "bucket": "acme-raw", "prefix": "nothing-here"}`)
 	if code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(out["detail"]), "No blobs found in acme-raw/nothing-here or prefix doesn't exist") {
 		t.Fatalf("validate empty prefix: %d %v", code, out)
