@@ -30,8 +30,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/labelsync/labelsync/internal/devstack"
 	"github.com/labelsync/labelsync/internal/events"
+	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/natsembed"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/storages"
@@ -116,7 +116,9 @@ func newID(kind string) string {
 
 func newClient(ctx context.Context, b *testing.B, addr string) *pubsub.Client {
 	b.Helper()
-	c, err := devstack.NewPubsubClient(ctx, addr, projectID)
+	// The worker's own client options, so that baselines and labelsync
+	// receive through identical gRPC settings.
+	c, err := pubsub.NewClient(ctx, projectID, gpubsub.ClientOptions(addr)...)
 	if err != nil {
 		b.Fatal(err)
 	}
