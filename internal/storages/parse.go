@@ -77,60 +77,12 @@ func parse(data []byte, opts ParseOptions, file string) (File, error) {
 	}
 
 	var out File
-	if len(raw.Import) > 0 {
-		out.Import = make([]Import, len(raw.Import))
+	if out.Import, err = parseList[Import](raw.Import, "import", file, opts.Secrets); err != nil {
+		return File{}, err
 	}
-	seen := make(map[int64]int)
-	for i, r := range raw.Import {
-		s := &out.Import[i]
-		fail := func(err error) (File, error) {
-			return File{}, &storageError{file: file, kind: "import", index: i, id: s.ID, err: err}
-		}
-		if err := decodeStorage(r, s); err != nil {
-			s.ID = peekID(r)
-			return fail(err)
-		}
-		if err := checkID(s.ID); err != nil {
-			return fail(err)
-		}
-		if j, dup := seen[s.ID]; dup {
-			return fail(fieldErr("id", s.ID, fmt.Sprintf("duplicate of import[%d]", j)))
-		}
-		seen[s.ID] = i
-		if err := s.normalize(); err != nil {
-			return fail(err)
-		}
-		if err := sealCredentials(&s.GoogleApplicationCredentials, &s.sealedCredentials, opts.Secrets); err != nil {
-			return fail(err)
-		}
-	}
-
-	if len(raw.Export) > 0 {
-		out.Export = make([]Export, len(raw.Export))
-	}
-	clear(seen) // export ids are their own namespace, as in Label Studio
-	for i, r := range raw.Export {
-		s := &out.Export[i]
-		fail := func(err error) (File, error) {
-			return File{}, &storageError{file: file, kind: "export", index: i, id: s.ID, err: err}
-		}
-		if err := decodeStorage(r, s); err != nil {
-			s.ID = peekID(r)
-			return fail(err)
-		}
-		if err := checkID(s.ID); err != nil {
-			return fail(err)
-		}
-		if j, dup := seen[s.ID]; dup {
-			return fail(fieldErr("id", s.ID, fmt.Sprintf("duplicate of export[%d]", j)))
-		}
-		seen[s.ID] = i
-		if err := s.normalize(); err != nil {
-			return fail(err)
-		}
-		if err := sealCredentials(&s.GoogleApplicationCredentials, &s.sealedCredentials, opts.Secrets); err != nil {
-			return fail(err)
-		}
+	// Export ids are their own namespace, as in Label Studio.
+	if out.Export, err = parseList[Export](raw.Export, "export", file, opts.Secrets); err != nil {
+		return File{}, err
 	}
 	return out, nil
 }
@@ -189,6 +141,61 @@ func decodeStrict(data []byte, v any) error {
 
 // decodeStorage decodes one storage, phrasing the decoder's errors for
 // people who write YAML as well as JSON.
+// storage is what parseList needs of *Import and *Export.
+type storage interface {
+	normalize() error
+	id() *int64
+	credentials() (plaintext, sealed *string)
+}
+
+func (s *Import) id() *int64 { return &s.ID }
+func (s *Import) credentials() (*string, *string) {
+	return &s.GoogleApplicationCredentials, &s.sealedCredentials
+}
+func (s *Export) id() *int64 { return &s.ID }
+func (s *Export) credentials() (*string, *string) {
+	return &s.GoogleApplicationCredentials, &s.sealedCredentials
+}
+
+// parseList decodes, validates and seals one list of storages; an error
+// names the storage by kind, index and id.
+func parseList[T any, P interface {
+	*T
+	storage
+}](raws []json.RawMessage, kind, file string, box *secrets.Box) ([]T, error) {
+	if len(raws) == 0 {
+		return nil, nil
+	}
+	out := make([]T, len(raws))
+	seen := make(map[int64]int, len(raws))
+	for i, r := range raws {
+		s := P(&out[i])
+		fail := func(err error) ([]T, error) {
+			return nil, &storageError{file: file, kind: kind, index: i, id: *s.id(), err: err}
+		}
+		if err := decodeStorage(r, s); err != nil {
+			*s.id() = peekID(r)
+			return fail(err)
+		}
+		id := *s.id()
+		if err := checkID(id); err != nil {
+			return fail(err)
+		}
+		if j, dup := seen[id]; dup {
+			return fail(fieldErr("id", id, fmt.Sprintf("duplicate of %s[%d]", kind, j)))
+		}
+		seen[id] = i
+		if err := s.normalize(); err != nil {
+			return fail(err)
+		}
+		plain, sealed := s.credentials()
+		if err := sealCredentials(plain, sealed, box); err != nil {
+			return fail(err)
+		}
+	}
+	return out, nil
+}
+
 func decodeStorage(data []byte, v any) error {
 	err := decodeStrict(data, v)
 	if err == nil {
