@@ -120,14 +120,9 @@ func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o
 		if err != nil {
 			return "", err
 		}
-		_, err = p.ledger.Append(ctx, entry, head.Seq)
-		if errors.Is(err, taskbus.ErrConflict) {
-			if head, err = p.ledger.Head(ctx, key); err != nil {
-				return "", err
-			}
+		if retry, err := p.appendAt(ctx, entry, &head); retry {
 			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			return "", err
 		}
 		if err := p.hook(ctx, "appended"); err != nil {
@@ -140,6 +135,17 @@ func (p *Pipeline) Apply(ctx context.Context, st *storages.Import, obj Object, o
 		return d.Outcome, nil
 	}
 	return "", fmt.Errorf("ingest: storage %d key %q: ledger head kept moving", st.ID, obj.Key)
+}
+
+// appendAt appends e conditioned on *head. When the head moved it re-reads
+// it into *head and reports retry: the caller decides again.
+func (p *Pipeline) appendAt(ctx context.Context, e taskbus.Entry, head *taskbus.Head) (retry bool, err error) {
+	_, err = p.ledger.Append(ctx, e, head.Seq)
+	if errors.Is(err, taskbus.ErrConflict) {
+		*head, err = p.ledger.Head(ctx, e.Key)
+		return err == nil, err
+	}
+	return false, err
 }
 
 func (p *Pipeline) hook(ctx context.Context, name string) error {

@@ -69,14 +69,12 @@ func (p *Pipeline) applyTasks(ctx context.Context, st *storages.Import, obj Obje
 			return d.Outcome, nil
 		}
 		if d.Kind == taskbus.Tombstone {
-			_, err := p.ledger.Append(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation}, head.Seq)
-			if errors.Is(err, taskbus.ErrConflict) {
-				if head, err = p.ledger.Head(ctx, key); err != nil {
-					return "", err
-				}
+			if retry, err := p.appendAt(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation}, &head); retry {
 				continue
+			} else if err != nil {
+				return "", err
 			}
-			return d.Outcome, err
+			return d.Outcome, nil
 		}
 		if err := p.hook(ctx, "head"); err != nil {
 			return "", err
@@ -92,14 +90,9 @@ func (p *Pipeline) applyTasks(ctx context.Context, st *storages.Import, obj Obje
 			return "", err
 		}
 		body, _ := json.Marshal(fileRecord{Rows: rows})
-		_, err = p.ledger.Append(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation, Ledger: true, Body: body}, head.Seq)
-		if errors.Is(err, taskbus.ErrConflict) {
-			if head, err = p.ledger.Head(ctx, key); err != nil {
-				return "", err
-			}
+		if retry, err := p.appendAt(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation, Ledger: true, Body: body}, &head); retry {
 			continue
-		}
-		if err != nil {
+		} else if err != nil {
 			return "", err
 		}
 		if err := p.hook(ctx, "appended"); err != nil {
