@@ -76,15 +76,9 @@ func TestSyncBackfillRacingUploads(t *testing.T) {
 		if code != http.StatusOK || (first["status"] != "queued" && first["status"] != "in_progress") {
 			t.Fatalf("sync: %d %v", code, first)
 		}
-		// Requests while it is queued or running return it; they start
-		// nothing new (the final last_sync_count below would be 0 if one
-		// had run after it).
-		for range 5 {
-			code, again := h.api(rw, "POST", "/api/storages/gcs/1/sync", "s3cret", "")
-			if code != http.StatusOK || (again["status"] != "queued" && again["status"] != "in_progress") {
-				t.Fatalf("second sync request: %d %v", code, again)
-			}
-		}
+		// (That a request while one is queued or running returns it and
+		// starts nothing is tested in internal/syncer: here a sync of 1,500
+		// objects can finish before a second request arrives.)
 		// Live uploads race the sync.
 		for i := range 100 {
 			k := fmt.Sprintf("incoming/backfill/live-%03d.jpg", i)

@@ -255,3 +255,65 @@ func TestReconcileDeletesTasksOfMissingObjects(t *testing.T) {
 		t.Fatalf("second reconciling sync: %+v, %v", st.Meta, err)
 	}
 }
+
+// slowApplier makes a sync last long enough to be asked about.
+type slowApplier struct {
+	p     *ingest.Pipeline
+	calls atomic.Int64
+}
+
+func (a *slowApplier) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error) {
+	a.calls.Add(1)
+	time.Sleep(30 * time.Millisecond)
+	return a.p.Apply(ctx, st, obj, o, counts)
+}
+
+func TestRequestWhileInProgressStartsNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 10)
+	slow := &slowApplier{p: ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	s := e.syncer(t, slow)
+	s.Concurrency = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.Run(ctx) }()
+	if _, err := s.Request(ctx, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := s.Status(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Status == StatusInProgress {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never in progress: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 3 {
+		again, err := s.Request(ctx, 1, false)
+		if err != nil || again.Status != StatusInProgress {
+			t.Fatalf("request while running: %+v, %v; want the running one", again, err)
+		}
+	}
+	for {
+		st, err := s.Status(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Status == StatusCompleted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not completed: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := slow.calls.Load(); n != 10 {
+		t.Fatalf("%d applies, want 10: a second sync ran", n)
+	}
+}
