@@ -70,7 +70,7 @@ func Middleware(s sink, component string, code func(error) string, retry Retry, 
 				return out, err
 			}
 			l := taskbus.Letter{
-				Reason:     oneLine(err.Error()),
+				Reason:     taskbus.OneLine(err.Error()),
 				Code:       code(err),
 				Component:  component,
 				Source:     taskbus.Source{PubsubMessageID: msg.Metadata.Get(MessageIDKey)},
@@ -108,8 +108,4 @@ func Attributes(md message.Metadata) map[string]string {
 		attrs[k] = v
 	}
 	return attrs
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -96,9 +96,8 @@ func EnsureSubscription(ctx context.Context, c *pubsub.Client, project, subscrip
 
 // Subscriber is a Watermill subscriber over one Pub/Sub subscription.
 type Subscriber struct {
-	sub          *pubsub.Subscriber
-	drainTimeout time.Duration
-	logger       *slog.Logger
+	sub    *pubsub.Subscriber
+	logger *slog.Logger
 
 	receiving atomic.Bool
 	mu        sync.Mutex
@@ -124,7 +123,7 @@ type Config struct {
 func NewSubscriber(c *pubsub.Client, cfg Config, logger *slog.Logger) *Subscriber {
 	sub := c.Subscriber(cfg.Subscription)
 	ApplyReceiveSettings(sub, cfg.Streams, cfg.MaxOutstanding, cfg.DrainTimeout)
-	return &Subscriber{sub: sub, drainTimeout: cfg.DrainTimeout, logger: logger, closing: make(chan struct{})}
+	return &Subscriber{sub: sub, logger: logger, closing: make(chan struct{})}
 }
 
 // ApplyReceiveSettings sets labelsync's receive settings on sub: streams

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -178,8 +177,6 @@ func (p *Pipeline) entry(st *storages.Import, obj Object, key taskbus.Key, kind 
 	e.Event = ev
 	return e, nil
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Counts tallies the task events an Apply appended, for sync statistics.
 // Safe for concurrent use; a nil *Counts counts nothing.

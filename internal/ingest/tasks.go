@@ -165,7 +165,7 @@ func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Objec
 			if r.Err != nil {
 				row := r.Row
 				badRows = append(badRows, taskbus.Letter{
-					Reason: oneLine(fmt.Sprintf("gs://%s/%s generation %d row %d: %v", obj.Bucket, obj.Key, o.Generation, r.Row, r.Err)),
+					Reason: fmt.Sprintf("gs://%s/%s generation %d row %d: %v", obj.Bucket, obj.Key, o.Generation, r.Row, r.Err),
 					Code:   "bad_record", Component: "worker",
 					Source: taskbus.Source{Bucket: obj.Bucket, Key: obj.Key, Generation: strconv.FormatInt(o.Generation, 10), Row: &row},
 					Data:   r.Raw,

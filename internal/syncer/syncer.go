@@ -529,7 +529,7 @@ func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, a
 
 func (s *Syncer) deadLetter(ctx context.Context, st *storages.Import, o gcs.Object, cause error) error {
 	l := taskbus.Letter{
-		Reason:    oneLine(cause.Error()),
+		Reason:    cause.Error(), // DeadLetter makes it one line
 		Code:      "sync_object",
 		Component: "worker",
 		Source:    taskbus.Source{Bucket: st.Bucket, Key: o.Key, Generation: strconv.FormatInt(o.Generation, 10)},
@@ -542,21 +542,4 @@ func (s *Syncer) deadLetter(ctx context.Context, st *storages.Import, o gcs.Obje
 	}
 	s.metrics.DeadLetters.WithLabelValues("worker", l.Code).Inc()
 	return nil
-}
-
-func oneLine(s string) string {
-	out := make([]rune, 0, len(s))
-	space := false
-	for _, r := range s {
-		if r == '\n' || r == '\r' || r == '\t' || r == ' ' {
-			if !space {
-				out = append(out, ' ')
-			}
-			space = true
-			continue
-		}
-		space = false
-		out = append(out, r)
-	}
-	return string(out)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -47,6 +48,10 @@ type letterBody struct {
 	DataBase64 []byte            `json:"data_base64,omitempty"`
 }
 
+// OneLine folds runs of white space, newlines included, into single
+// spaces: a dead letter's reason is one line a person can act on.
+func OneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 // DeadLetterSubject is the subject of a component's dead letters.
 func DeadLetterSubject(component string) string { return "labelsync.deadletter." + component }
 
@@ -55,6 +60,7 @@ func DeadLetterSubject(component string) string { return "labelsync.deadletter."
 // window (a redelivery after a lost ack, the same bad message published
 // twice) is stored once.
 func (b *Bus) DeadLetter(ctx context.Context, l Letter) error {
+	l.Reason = OneLine(l.Reason)
 	body := letterBody{
 		Reason:     l.Reason,
 		Code:       l.Code,

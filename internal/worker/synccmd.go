@@ -12,6 +12,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/syncer"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
@@ -56,7 +57,7 @@ func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, rec
 // the sync command need.
 func (w *Worker) prepare(ctx context.Context) error {
 	if w.cfg.SecretKey != "" {
-		box, err := newBox(w.cfg.SecretKey)
+		box, err := secrets.New(w.cfg.SecretKey)
 		if err != nil {
 			return err
 		}

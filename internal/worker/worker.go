@@ -295,5 +295,3 @@ func (w *Worker) close() {
 		_ = w.clients.Close()
 	}
 }
-
-func newBox(key string) (*secrets.Box, error) { return secrets.New(key) }
