@@ -139,18 +139,18 @@ func watch(ctx context.Context, args []string, env Env, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	for n := 0; *count == 0 || n < *count; n++ {
+	for n := 0; *count == 0 || n < *count; {
 		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
-			n--
 			if ctx.Err() != nil {
-				return fmt.Errorf("lsctl: %d message(s) of %d before the timeout", n+1, *count)
+				return fmt.Errorf("lsctl: %d message(s) of %d before the timeout", n, *count)
 			}
 			continue
 		}
 		if err != nil {
 			return err
 		}
+		n++
 		var body any
 		out := msg.Data()
 		if json.Unmarshal(out, &body) == nil {
