@@ -361,8 +361,8 @@ func DecodeAttributes(attrs map[string]string, payload []byte) (Object, error) {
 	if len(payload) > MaxPayloadBytes {
 		return Object{}, malformed("payload is %d bytes, over the %d-byte limit", len(payload), MaxPayloadBytes)
 	}
-	if attrs["payloadFormat"] != "NONE" && len(bytes.TrimSpace(payload)) > 0 {
-		if t := bytes.TrimSpace(payload); t[0] != '{' || !json.Valid(t) {
+	if attrs["payloadFormat"] != "NONE" {
+		if t := bytes.TrimSpace(payload); len(t) > 0 && !validObject(t) {
 			return Object{}, malformed("payload is not a JSON object")
 		}
 	}
