@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/labelsync/labelsync/internal/jsonstr"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
@@ -201,12 +202,10 @@ func (c *Counts) add(k taskbus.Kind) {
 // filesTask is {"data": {dataKey: url}}, built without reflection: it is on
 // every notification's path.
 func filesTask(dataKey, url string) json.RawMessage {
-	k, _ := json.Marshal(dataKey) // strings always marshal
-	u, _ := json.Marshal(url)
-	b := make([]byte, 0, len(k)+len(u)+12)
+	b := make([]byte, 0, len(dataKey)+len(url)+24)
 	b = append(b, `{"data":{`...)
-	b = append(b, k...)
+	b = jsonstr.Append(b, dataKey)
 	b = append(b, ':')
-	b = append(b, u...)
+	b = jsonstr.Append(b, url)
 	return append(b, "}}"...)
 }

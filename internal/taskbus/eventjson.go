@@ -11,7 +11,11 @@ import (
 // The output is the same JSON encoding/json produces, minus its HTML
 // escaping of <, > and &, which a JSON consumer does not need.
 func (e *Event) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 256+len(e.Key)+len(e.Task))
+	return e.AppendJSON(make([]byte, 0, 256+len(e.Key)+len(e.Task))), nil
+}
+
+// AppendJSON appends the event's JSON encoding to b.
+func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"event":`...)
 	b = jsonstr.Append(b, string(e.Event))
 	b = append(b, `,"task_id":`...)
@@ -40,5 +44,5 @@ func (e *Event) MarshalJSON() ([]byte, error) {
 		b = append(b, `,"task":`...)
 		b = append(b, e.Task...)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }

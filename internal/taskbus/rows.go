@@ -178,11 +178,7 @@ func (r *Rows) Add(ctx context.Context, e RowEntry) error {
 			return err
 		}
 	}
-	body, err := encodeEvent(e.Event)
-	if err != nil {
-		return err
-	}
-	msg := &nats.Msg{Subject: e.Key.rowSubject(e.Kind, e.Row), Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: e.Key.rowSubject(e.Kind, e.Row), Data: encodeEvent(nil, e.Event), Header: nats.Header{}}
 	gen := strconv.FormatInt(e.Generation, 10)
 	msg.Header.Set(hdrExpectSeq, strconv.FormatUint(e.Expect, 10))
 	msg.Header.Set(hdrExpectSubj, e.Key.rowFilter(e.Row))
@@ -221,10 +217,11 @@ func (r *Rows) settle(ctx context.Context, n int) error {
 	return nil
 }
 
-func encodeEvent(ev *Event) ([]byte, error) {
+// encodeEvent appends ev's body to b: directly, not through json.Marshal,
+// which would re-scan the output.
+func encodeEvent(b []byte, ev *Event) []byte {
 	if ev == nil {
-		return []byte(`{}`), nil
+		return append(b, `{}`...)
 	}
-	// Directly, not through json.Marshal, which would re-scan the output.
-	return ev.MarshalJSON()
+	return ev.AppendJSON(b)
 }
