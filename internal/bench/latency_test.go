@@ -184,7 +184,7 @@ func startRawPipeline(ctx context.Context, b *testing.B, c *pubsub.Client, sub s
 		b.Fatal(err)
 	}
 	s := c.Subscriber(sub)
-	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding, 0)
+	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding)
 	rctx, stop := context.WithCancel(ctx)
 	finished := make(chan error, 1)
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -59,13 +60,16 @@ type drain struct {
 	elapsed time.Duration // first receive to the ack that completed the backlog
 	// deliveries counts handler calls, so deliveries-n are redeliveries.
 	deliveries int64
-	// early and late are labelsync's rates over the 10–50 % and 50–90 %
-	// stretches of the drain: a falling rate means a cost that grows with
-	// the stream.
+	// early and late are the rates over the 10–50 % and 50–90 % stretches
+	// of the drain: a falling rate means a cost that grows with the stream.
 	early, late float64
 	// cpu is the CPU time the benchmark process (subscriber or worker, and
 	// the NATS server; not Google's emulator) spent during the drain.
 	cpu time.Duration
+	// alloc is the bytes the process allocated during the drain (NATS
+	// server included), gcs the garbage collections it ran.
+	alloc uint64
+	gcs   uint32
 	// busy is the share of all the machine's CPUs in use during the drain
 	// (Google's emulator included), in percent.
 	busy float64
@@ -129,8 +133,12 @@ func benchThroughput(b *testing.B, be backend, n int) {
 			}
 			cpu0 := processCPU()
 			busy0, total0 := machineCPU()
+			var ms0, ms1 runtime.MemStats
+			runtime.ReadMemStats(&ms0)
 			d, err := drainWith(ctx, b, cont, addr, sub, be.recv, g, n, storagesFile)
 			d.cpu = processCPU() - cpu0
+			runtime.ReadMemStats(&ms1)
+			d.alloc, d.gcs = ms1.TotalAlloc-ms0.TotalAlloc, ms1.NumGC-ms0.NumGC
 			if busy1, total1 := machineCPU(); total1 > total0 {
 				d.busy = 100 * float64(busy1-busy0) / float64(total1-total0)
 			}
@@ -141,9 +149,9 @@ func benchThroughput(b *testing.B, be backend, n int) {
 			if d.early > 0 {
 				trend = fmt.Sprintf("; %.0f msgs/s over 10–50 %%, %.0f over 50–90 %%", d.early, d.late)
 			}
-			b.Logf("%s: round %d %-12s seeded in %s, drained %d in %s: %.0f msgs/s, %.1f µs CPU/msg in this process, machine %.0f%% busy (%d redeliveries%s)",
+			b.Logf("%s: round %d %-12s seeded in %s, drained %d in %s: %.0f msgs/s, %.1f µs CPU/msg in this process, %.1f KB allocated/msg, %d GCs, machine %.0f%% busy (%d redeliveries%s)",
 				be.name, round+1, cont, took.Round(time.Millisecond), d.n, d.elapsed.Round(time.Millisecond), d.rate(),
-				float64(d.cpuPerMsg())/1e3, d.busy, d.deliveries-int64(d.n), trend)
+				float64(d.cpuPerMsg())/1e3, float64(d.alloc)/float64(d.n)/1e3, d.gcs, d.busy, d.deliveries-int64(d.n), trend)
 			t := total[cont]
 			t.n += d.n
 			t.elapsed += d.elapsed
@@ -247,12 +255,13 @@ func drainWith(ctx context.Context, b *testing.B, cont, addr, sub string, r rece
 // the first receive to that ack.
 func drainRaw(ctx context.Context, c *pubsub.Client, sub string, r receive, g notifications, n int, work func(context.Context, *pubsub.Message) error) (drain, error) {
 	s := c.Subscriber(sub)
-	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding, 0)
+	gpubsub.ApplyReceiveSettings(s, r.streams, r.maxOutstanding)
 
 	acked := make([]atomic.Bool, n)
 	var unique, calls, failures atomic.Int64
 	var first, last atomic.Int64 // nanoseconds since base, +1 so 0 means unset
 	var lastErr atomic.Value
+	var marks [3]atomic.Int64 // when 10 %, 50 %, 90 % were acked
 	base := time.Now()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -270,7 +279,14 @@ func drainRaw(ctx context.Context, c *pubsub.Client, sub string, r receive, g no
 		if !ok || i >= n || acked[i].Swap(true) {
 			return
 		}
-		if unique.Add(1) == int64(n) {
+		switch unique.Add(1) {
+		case int64(n) / 10:
+			marks[0].Store(int64(time.Since(base)))
+		case int64(n) / 2:
+			marks[1].Store(int64(time.Since(base)))
+		case int64(n) * 9 / 10:
+			marks[2].Store(int64(time.Since(base)))
+		case int64(n):
 			last.Store(int64(time.Since(base)) + 1)
 			cancel()
 		}
@@ -281,7 +297,12 @@ func drainRaw(ctx context.Context, c *pubsub.Client, sub string, r receive, g no
 	if got := unique.Load(); got != int64(n) {
 		return drain{}, fmt.Errorf("drained %d of %d (%d failed work, last error: %v): %w", got, n, failures.Load(), lastErr.Load(), ctx.Err())
 	}
-	return drain{n: n, elapsed: time.Duration(last.Load() - first.Load()), deliveries: calls.Load()}, nil
+	m := func(i int) time.Duration { return time.Duration(marks[i].Load()) }
+	return drain{
+		n: n, elapsed: time.Duration(last.Load() - first.Load()), deliveries: calls.Load(),
+		early: 0.4 * float64(n) / (m(1) - m(0)).Seconds(),
+		late:  0.4 * float64(n) / (m(2) - m(1)).Seconds(),
+	}, nil
 }
 
 // drainLabelsync runs a worker in-process against sub, with its own NATS

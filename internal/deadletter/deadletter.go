@@ -4,6 +4,9 @@
 // exponential backoff, then nacked for redelivery; a permanent failure is
 // stored in the dead-letter stream with its reason and then acknowledged.
 //
+// The dead letter's source is the message's UUID, which subscribers set to
+// the transport's message id (the Pub/Sub message id).
+//
 // The message is acknowledged only after JetStream stored the dead letter;
 // if that fails, the message is nacked and comes back, so nothing is lost.
 // One middleware instead of Watermill's Recoverer, Retry and PoisonQueue:
@@ -24,10 +27,6 @@ import (
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
-
-// MessageIDKey is the metadata key under which subscribers store the
-// transport's message id (the Pub/Sub message id).
-const MessageIDKey = "labelsync-message-id"
 
 type sink interface {
 	DeadLetter(ctx context.Context, l taskbus.Letter) error
@@ -73,7 +72,7 @@ func Middleware(s sink, component string, code func(error) string, retry Retry, 
 				Reason:     taskbus.OneLine(err.Error()),
 				Code:       code(err),
 				Component:  component,
-				Source:     taskbus.Source{PubsubMessageID: msg.Metadata.Get(MessageIDKey)},
+				Source:     taskbus.Source{PubsubMessageID: msg.UUID},
 				Attributes: Attributes(msg.Metadata),
 				Data:       msg.Payload,
 			}
@@ -98,11 +97,11 @@ func call(h message.HandlerFunc, msg *message.Message) (out []*message.Message, 
 }
 
 // Attributes returns the original transport attributes, without the keys
-// labelsync and Watermill add.
+// Watermill adds.
 func Attributes(md message.Metadata) map[string]string {
 	attrs := make(map[string]string, len(md))
 	for k, v := range md {
-		if k == MessageIDKey || strings.HasPrefix(k, "_watermill") {
+		if strings.HasPrefix(k, "_watermill") {
 			continue
 		}
 		attrs[k] = v

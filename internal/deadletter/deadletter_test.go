@@ -36,9 +36,8 @@ func run(t *testing.T, s *fakeSink, h message.HandlerFunc) error {
 	t.Helper()
 	mw := Middleware(s, "worker", func(error) string { return "c" }, Retry{Attempts: 3, Initial: time.Millisecond, Max: 2 * time.Millisecond},
 		metrics.New(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	msg := message.NewMessage("id", []byte("payload"))
+	msg := message.NewMessage("42", []byte("payload"))
 	msg.Metadata.Set("bucketId", "b")
-	msg.Metadata.Set(MessageIDKey, "42")
 	msg.Metadata.Set("_watermill_x", "internal")
 	msg.SetContext(context.Background())
 	_, err := mw(h)(msg)

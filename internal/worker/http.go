@@ -43,7 +43,7 @@ func (w *Worker) ready(ctx context.Context) error {
 	if !w.nc.IsConnected() {
 		return fmt.Errorf("NATS not connected (status %s)", w.nc.Status())
 	}
-	if !w.router.IsRunning() || !w.sub.Receiving() {
+	if !w.sub.Receiving() {
 		return errors.New("subscription " + w.cfg.PubsubSubscription + " not being received")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -1,6 +1,6 @@
 // Package worker assembles the labelsync worker: GCS notifications from a
-// Pub/Sub subscription, through a Watermill router (recover, retry,
-// dead-letter), into the ingest pipeline and on to JetStream; plus its HTTP
+// Pub/Sub subscription, through a Watermill handler behind the failure-path
+// middleware (recover, retry, dead-letter), into the ingest pipeline and on to JetStream; plus its HTTP
 // endpoints. cmd/worker is a thin main around New and Run.
 package worker
 
@@ -18,7 +18,6 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/storage"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +60,7 @@ type Worker struct {
 	bus      *taskbus.Bus
 	psClient *pubsub.Client
 	sub      *gpubsub.Subscriber
-	router   *message.Router
+	handle   message.HandlerFunc
 	listener net.Listener
 	server   *http.Server
 }
@@ -118,9 +117,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		return nil, err
 	}
 	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)
-	if w.router, err = w.newRouter(handler); err != nil {
-		return nil, err
-	}
+	// The failure path around the handler: panics and permanent failures
+	// are dead-lettered, then acked; transient ones retried with backoff,
+	// then nacked for redelivery.
+	w.handle = deadletter.Middleware(w.bus, Component, deadLetterCode, deadletter.Retry{}, w.m, logger)(
+		func(m *message.Message) ([]*message.Message, error) { return nil, handler.Handle(m) })
 
 	if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("LABELSYNC_HTTP_ADDR: listen on %s: %w", cfg.HTTPAddr, err)
@@ -191,20 +192,6 @@ func (w *Worker) connectNATS(ctx context.Context) error {
 	return nil
 }
 
-// newRouter wires the handler behind the failure path: panics and
-// permanent failures are dead-lettered, then acked; transient ones retried
-// with backoff, then nacked for redelivery.
-func (w *Worker) newRouter(h *ingest.Notifications) (*message.Router, error) {
-	wl := watermill.NewSlogLogger(w.logger.With("component", "watermill"))
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.ShutdownTimeout}, wl)
-	if err != nil {
-		return nil, fmt.Errorf("worker: router: %w", err)
-	}
-	r.AddMiddleware(deadletter.Middleware(w.bus, Component, deadLetterCode, deadletter.Retry{}, w.m, w.logger))
-	r.AddConsumerHandler("gcs-notifications", w.cfg.PubsubSubscription, w.sub, h.Handle)
-	return r, nil
-}
-
 func deadLetterCode(err error) string {
 	switch {
 	case errors.Is(err, events.ErrMalformed):
@@ -241,12 +228,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		// Run returns once every handler stopped: after Close, or when
+		// Serve returns once every handler stopped: after Close, or when
 		// the subscription can no longer be received.
-		if err := w.router.Run(context.WithoutCancel(gctx)); err != nil {
-			return fmt.Errorf("worker: router: %w", err)
-		}
-		if err := w.sub.Err(); err != nil {
+		if err := w.sub.Serve(context.WithoutCancel(gctx), w.handle); err != nil {
 			return err
 		}
 		if ctx.Err() == nil {
@@ -258,9 +242,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	g.Go(func() error {
 		<-gctx.Done()
 		w.logger.Info("shutting down: draining in-flight messages")
-		if err := w.router.Close(); err != nil {
-			w.logger.Error("router close", "err", err)
-		}
 		_ = w.sub.Close()
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
