@@ -1,4 +1,4 @@
-// Package deadletter is the router's failure path, one Watermill
+// Package deadletter is the worker's failure path, one Watermill
 // middleware: a handler that panics has failed permanently (the same input
 // would panic again); a transient failure is retried in place with
 // exponential backoff, then nacked for redelivery; a permanent failure is

@@ -16,7 +16,7 @@ import (
 
 // Notifications handles GCS notifications delivered through Watermill.
 // Returning nil acknowledges the message; a permanent error sends it to the
-// dead-letter path on the router; any other error is retried.
+// dead-letter path (package deadletter); any other error is retried.
 type Notifications struct {
 	pipeline *Pipeline
 	storages func() *storages.Set
