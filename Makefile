@@ -31,4 +31,8 @@ bench: ## throughput, latency and memory benchmarks on pstest and Google's Pub/S
 
 fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test ./internal/events -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/events -run '^$$' -fuzz FuzzValidObject -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/storages -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/taskbus -run '^$$' -fuzz FuzzParsePubAck -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/taskfile -run '^$$' -fuzz 'FuzzRead$$' -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/taskfile -run '^$$' -fuzz FuzzReadParquet -fuzztime $${FUZZTIME:-30s}

@@ -3,7 +3,7 @@
 // ./...` compiles it and finishes at once.
 //
 //	make bench
-//	go test ./internal/bench -run '^$' -bench . -benchtime 1x -timeout 60m
+//	go test ./internal/bench -run '^$' -bench . -benchtime 1x -timeout 60m -v
 //
 // Three benchmarks of the notification path, each run against pstest
 // (in-process) and against Google's Pub/Sub emulator (skipped with a message
