@@ -11,9 +11,13 @@ cd "$(dirname "$0")/.."
 bin=./bin
 work=$(mktemp -d "${TMPDIR:-/tmp}/labelsync-run.XXXXXX")
 pids=()
+# Stop in reverse order, each before the next: the worker drains and acks
+# its in-flight messages while the Pub/Sub emulator still runs.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM

@@ -172,11 +172,9 @@ func (s *Subscriber) Serve(ctx context.Context, h message.HandlerFunc) error {
 
 	// Handlers get a context that outlives the receive context, so that
 	// work in flight at shutdown completes and is acked instead of thrown
-	// away; it ends DrainTimeout after the shutdown began, so that a stuck
-	// handler cannot hold the shutdown forever. (The client's own timed
-	// shutdown is not used: measured on pstest, it dropped the acks of the
-	// handlers it waited for. Its default waits for every handler and
-	// sends their acks.)
+	// away. The client's graceful shutdown waits for those handlers and
+	// sends their acks (its timed shutdown, measured on pstest, dropped
+	// them); drainWait bounds it.
 	recvCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -187,31 +185,57 @@ func (s *Subscriber) Serve(ctx context.Context, h message.HandlerFunc) error {
 		case <-s.closing:
 		}
 		cancel()
-		if s.drain > 0 {
-			t := time.AfterFunc(s.drain, hcancel)
-			<-hctx.Done()
-			t.Stop()
-		}
 	}()
 	s.receiving.Store(true)
-	err := s.sub.Receive(recvCtx, func(_ context.Context, m *pubsub.Message) {
-		growStack(0)
-		out, err := h(newMessage(hctx, m))
-		if err == nil && len(out) > 0 {
-			err = fmt.Errorf("gpubsub: handler produced %d messages and there is no publisher", len(out))
-		}
-		if err != nil {
-			s.logger.Error("handler failed, message nacked", "err", err, "message_id", m.ID)
-			m.Nack()
-			return
-		}
-		m.Ack()
-	})
-	s.receiving.Store(false)
+	defer s.receiving.Store(false)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.sub.Receive(recvCtx, func(_ context.Context, m *pubsub.Message) {
+			growStack(0)
+			out, err := h(newMessage(hctx, m))
+			if err == nil && len(out) > 0 {
+				err = fmt.Errorf("gpubsub: handler produced %d messages and there is no publisher", len(out))
+			}
+			if err != nil {
+				s.logger.Error("handler failed, message nacked", "err", err, "message_id", m.ID)
+				m.Nack()
+				return
+			}
+			m.Ack()
+		})
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-recvCtx.Done():
+		err = s.drainWait(done, hcancel)
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("gpubsub: receive: %w", err)
 	}
 	return nil
+}
+
+// drainWait waits, after a stop, for Receive to return: for the handlers
+// in flight to finish and their acks to be sent. After DrainTimeout it ends
+// the handlers' contexts and stops waiting, so that a stuck handler or an
+// unreachable server (acks are retried for a minute) cannot hold a shutdown;
+// what was not acknowledged by then is redelivered. The Receive left
+// behind ends when the client is closed.
+func (s *Subscriber) drainWait(done <-chan error, endHandlers func()) error {
+	if s.drain <= 0 {
+		return <-done
+	}
+	t := time.NewTimer(s.drain)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		endHandlers()
+		s.logger.Warn("pub/sub drain timed out; what was not acknowledged will be redelivered", "timeout", s.drain)
+		return nil
+	}
 }
 
 // growStack grows the goroutine's stack to 8 KiB while it is still

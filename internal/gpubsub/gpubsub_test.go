@@ -18,12 +18,14 @@ import (
 
 const project = "p"
 
-// start returns a pstest server with topic "t" and subscription "s", and a
-// Subscriber on it.
-func start(t *testing.T, drain time.Duration) (*pstest.Server, *gpubsub.Subscriber) {
+// start returns a pstest server with topic "t" and subscription "s", a
+// Subscriber on it, and a function that stops the server (also called when
+// the test ends).
+func start(t *testing.T, drain time.Duration) (*pstest.Server, *gpubsub.Subscriber, func() error) {
 	t.Helper()
 	srv := pstest.NewServer()
-	t.Cleanup(func() { _ = srv.Close() })
+	stop := sync.OnceValue(srv.Close)
+	t.Cleanup(func() { _ = stop() })
 	c, err := pubsub.NewClient(t.Context(), project, gpubsub.ClientOptions(srv.Addr)...)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +36,7 @@ func start(t *testing.T, drain time.Duration) (*pstest.Server, *gpubsub.Subscrib
 	}
 	sub := gpubsub.NewSubscriber(c, gpubsub.Config{Subscription: "s", Streams: 2, MaxOutstanding: 10, DrainTimeout: drain},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	return srv, sub
+	return srv, sub, stop
 }
 
 // serve runs sub.Serve until the test ends and returns its error channel.
@@ -67,7 +69,7 @@ func acked(t *testing.T, srv *pstest.Server, n int) []*pstest.Message {
 
 func TestServeAcksByHandlerResult(t *testing.T) {
 	t.Parallel()
-	srv, sub := start(t, 10*time.Second)
+	srv, sub, _ := start(t, 10*time.Second)
 	ids := map[string]string{
 		"ok":      srv.Publish("projects/p/topics/t", []byte("ok"), map[string]string{"k": "v"}),
 		"fail":    srv.Publish("projects/p/topics/t", []byte("fail"), nil),
@@ -106,7 +108,7 @@ func TestServeAcksByHandlerResult(t *testing.T) {
 // flight finish, and acks its message, before Serve returns.
 func TestCloseDrainsInFlight(t *testing.T) {
 	t.Parallel()
-	srv, sub := start(t, 10*time.Second)
+	srv, sub, _ := start(t, 10*time.Second)
 	srv.Publish("projects/p/topics/t", []byte("slow"), nil)
 	started, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -141,7 +143,7 @@ func TestCloseDrainsInFlight(t *testing.T) {
 // DrainTimeout of Close sees its context end, and its message is not acked.
 func TestDrainTimeoutEndsStuckHandlers(t *testing.T) {
 	t.Parallel()
-	srv, sub := start(t, 300*time.Millisecond)
+	srv, sub, _ := start(t, 300*time.Millisecond)
 	srv.Publish("projects/p/topics/t", []byte("stuck"), nil)
 	started := make(chan struct{})
 	var once sync.Once
@@ -162,4 +164,35 @@ func TestDrainTimeoutEndsStuckHandlers(t *testing.T) {
 	if m := srv.Messages()[0]; m.Acks != 0 {
 		t.Fatalf("stuck message acked %d times, want 0 (it is redelivered)", m.Acks)
 	}
+}
+
+// TestDrainTimeoutBoundsAnUnreachableServer: when Pub/Sub is gone at
+// shutdown, the acks of the drained handlers cannot be sent (the client
+// retries them for a minute); Serve still returns within DrainTimeout.
+func TestDrainTimeoutBoundsAnUnreachableServer(t *testing.T) {
+	t.Parallel()
+	srv, sub, stopServer := start(t, 500*time.Millisecond)
+	srv.Publish("projects/p/topics/t", []byte("m"), nil)
+	started, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	done := serve(t, sub, func(*message.Message) ([]*message.Message, error) {
+		once.Do(func() { close(started) })
+		<-release
+		return nil, nil
+	})
+	<-started
+	_ = stopServer()
+	begin := time.Now()
+	closed := make(chan struct{})
+	go func() { _ = sub.Close(); close(closed) }()
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return 20s after the stop, with a 500ms drain timeout")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	t.Logf("shutdown with the server gone took %s", time.Since(begin).Round(time.Millisecond))
 }
