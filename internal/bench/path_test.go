@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/labelsync/labelsync/internal/deadletter"
+	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// pathConcurrency is how many notifications are in flight at once in
+// BenchmarkNotificationPath: about what the worker's 1,000 outstanding
+// messages keep busy on two cores.
+const pathConcurrency = 256
+
+// BenchmarkNotificationPath measures labelsync's own per-notification cost
+// without Pub/Sub: the worker's handler (decode, match, ledger-conditioned
+// append with the failure-path middleware around it) against an embedded
+// NATS server, next to a raw JetStream publish of the same payload on a
+// server of its own, both with pathConcurrency notifications in flight.
+// The emulator drains of BenchmarkThroughput scatter by ±15 % between runs;
+// this one moves by a few percent, so it is the one to compare changes to
+// the handler path with. ns/op is labelsync's; raw_ns/op the raw publish's.
+func BenchmarkNotificationPath(b *testing.B) {
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	srv, _ := startNATS(b)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	bus, err := taskbus.New(nc, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		b.Fatal(err)
+	}
+	f, err := storages.Parse([]byte(storagesJSON), storages.ParseOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	set, err := storages.NewSet(f.Import)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	h := ingest.NewNotifications(ingest.New(bus, m, logger), func() *storages.Set { return set }, m, logger)
+	handle := deadletter.Middleware(bus, "worker", func(error) string { return "bench" }, deadletter.Retry{}, m, logger)(
+		func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) })
+
+	rawSrv, _ := startNATS(b)
+	rawNC, err := nats.Connect(rawSrv.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rawNC.Close()
+	js, err := jetstream.New(rawNC)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "BENCH_RAW", Subjects: []string{"bench.raw.>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		b.Fatal(err)
+	}
+
+	// The framework calls this with growing b.N; every call gets keys of
+	// its own, so that each notification is a new key, as in a drain.
+	g := newNotifications(newID("path"))
+	checkNotifications(b, g)
+	msgs := make([]*message.Message, b.N)
+	raw := make([][]byte, b.N)
+	for i := range b.N {
+		pm := g.message(i)
+		msgs[i] = &message.Message{UUID: pm.ID, Metadata: pm.Attributes, Payload: pm.Data}
+		msgs[i].SetContext(ctx)
+		raw[i] = pm.Data
+	}
+	before, err := counterSum(reg, "labelsync_tasks_emitted_total")
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	ls := inParallel(b.N, func(i int) error { _, err := handle(msgs[i]); return err })
+	b.StopTimer()
+	if ls.err != nil {
+		b.Fatal(ls.err)
+	}
+	rawRun := inParallel(b.N, func(i int) error {
+		_, err := js.Publish(ctx, "bench.raw.notifications", raw[i])
+		return err
+	})
+	if rawRun.err != nil {
+		b.Fatal(rawRun.err)
+	}
+	after, err := counterSum(reg, "labelsync_tasks_emitted_total")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got := int(after - before); got != b.N {
+		b.Fatalf("%d task events emitted for %d new keys", got, b.N)
+	}
+	b.ReportMetric(float64(rawRun.took.Nanoseconds())/float64(b.N), "raw_ns/op")
+	b.ReportMetric(float64(ls.took)/float64(rawRun.took), "x_raw")
+}
+
+type parallelRun struct {
+	took time.Duration
+	err  error
+}
+
+// inParallel runs f(0..n-1) on pathConcurrency goroutines and times it.
+func inParallel(n int, f func(i int) error) parallelRun {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range min(n, pathConcurrency) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { firstErr = errors.Join(err) })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return parallelRun{took: time.Since(start), err: firstErr}
+}
