@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,8 +35,10 @@ const pathConcurrency = 256
 // server of its own, both with pathConcurrency notifications in flight.
 // The emulator drains of BenchmarkThroughput scatter by ±15 % between runs;
 // this one moves by a few percent, so it is the one to compare changes to
-// the handler path with. ns/op is labelsync's; raw_ns/op the raw publish's.
+// the handler path with. It handles LABELSYNC_BENCH_PATH_N notifications
+// (default 50,000) per iteration and reports per-notification figures.
 func BenchmarkNotificationPath(b *testing.B) {
+	n := envInt(b, "LABELSYNC_BENCH_PATH_N", 50_000)
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -83,13 +86,35 @@ func BenchmarkNotificationPath(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	// The framework calls this with growing b.N; every call gets keys of
-	// its own, so that each notification is a new key, as in a drain.
+	var ls, rawRun parallelRun
+	var allocs, bytes uint64
+	for range b.N {
+		r, a, by := pathOnce(ctx, b, n, handle, js, reg)
+		ls.took += r[0].took
+		rawRun.took += r[1].took
+		allocs += a
+		bytes += by
+	}
+	total := float64(n * b.N)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(ls.took.Nanoseconds())/total, "ns/notification")
+	b.ReportMetric(float64(rawRun.took.Nanoseconds())/total, "raw_ns/notification")
+	b.ReportMetric(float64(ls.took)/float64(rawRun.took), "x_raw")
+	b.ReportMetric(float64(allocs)/total, "allocs/notification")
+	b.ReportMetric(float64(bytes)/total, "B/notification")
+}
+
+// pathOnce handles n new keys with handle, then publishes their payloads
+// raw with js, and returns both runs and the allocations of the first
+// (NATS server included).
+func pathOnce(ctx context.Context, b *testing.B, n int, handle message.HandlerFunc, js jetstream.JetStream, reg *prometheus.Registry) ([2]parallelRun, uint64, uint64) {
+	// Every call gets keys of its own, so that each notification is a new
+	// key, as in a drain.
 	g := newNotifications(newID("path"))
 	checkNotifications(b, g)
-	msgs := make([]*message.Message, b.N)
-	raw := make([][]byte, b.N)
-	for i := range b.N {
+	msgs := make([]*message.Message, n)
+	raw := make([][]byte, n)
+	for i := range n {
 		pm := g.message(i)
 		msgs[i] = &message.Message{UUID: pm.ID, Metadata: pm.Attributes, Payload: pm.Data}
 		msgs[i].SetContext(ctx)
@@ -100,14 +125,14 @@ func BenchmarkNotificationPath(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	b.ReportAllocs()
-	b.ResetTimer()
-	ls := inParallel(b.N, func(i int) error { _, err := handle(msgs[i]); return err })
-	b.StopTimer()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	ls := inParallel(n, func(i int) error { _, err := handle(msgs[i]); return err })
+	runtime.ReadMemStats(&m1)
 	if ls.err != nil {
 		b.Fatal(ls.err)
 	}
-	rawRun := inParallel(b.N, func(i int) error {
+	rawRun := inParallel(n, func(i int) error {
 		_, err := js.Publish(ctx, "bench.raw.notifications", raw[i])
 		return err
 	})
@@ -118,11 +143,10 @@ func BenchmarkNotificationPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if got := int(after - before); got != b.N {
-		b.Fatalf("%d task events emitted for %d new keys", got, b.N)
+	if got := int(after - before); got != n {
+		b.Fatalf("%d task events emitted for %d new keys", got, n)
 	}
-	b.ReportMetric(float64(rawRun.took.Nanoseconds())/float64(b.N), "raw_ns/op")
-	b.ReportMetric(float64(ls.took)/float64(rawRun.took), "x_raw")
+	return [2]parallelRun{ls, rawRun}, m1.Mallocs - m0.Mallocs, m1.TotalAlloc - m0.TotalAlloc
 }
 
 type parallelRun struct {
