@@ -140,19 +140,7 @@ func startLatencyWorker(ctx context.Context, b *testing.B, addr, sub string, r r
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := worker.New(ctx, worker.Config{
-		NATSURL:              natsURL,
-		HTTPAddr:             "127.0.0.1:0",
-		PubsubProject:        projectID,
-		PubsubSubscription:   sub,
-		PubsubStreams:        r.streams,
-		PubsubMaxOutstanding: r.maxOutstanding,
-		MaxObjectBytes:       1 << 30,
-		StoragesFile:         storagesFile,
-		ShutdownTimeout:      30 * time.Second,
-		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},
-		PubsubEmulatorHost:   addr,
-	}, logger)
+	w, err := worker.New(ctx, workerConfig(natsURL, addr, sub, r, storagesFile), logger)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -174,13 +162,7 @@ func startLatencyWorker(ctx context.Context, b *testing.B, addr, sub string, r r
 // message's payload to the BENCH_RAW stream, waits for the PubAck and acks.
 func startRawPipeline(ctx context.Context, b *testing.B, c *pubsub.Client, sub string, r receive, js jetstream.JetStream) func() error {
 	b.Helper()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:       "BENCH_RAW",
-		Subjects:   []string{"bench.raw.>"},
-		Storage:    jetstream.FileStorage,
-		Retention:  jetstream.LimitsPolicy,
-		Duplicates: 2 * time.Minute,
-	}); err != nil {
+	if err := createRawStream(ctx, js); err != nil {
 		b.Fatal(err)
 	}
 	s := c.Subscriber(sub)

@@ -79,10 +79,7 @@ func BenchmarkNotificationPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: "BENCH_RAW", Subjects: []string{"bench.raw.>"}, Storage: jetstream.FileStorage,
-		Retention: jetstream.LimitsPolicy, Duplicates: 2 * time.Minute,
-	}); err != nil {
+	if err := createRawStream(ctx, js); err != nil {
 		b.Fatal(err)
 	}
 

@@ -26,15 +26,18 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/labelsync/labelsync/internal/config"
 	"github.com/labelsync/labelsync/internal/events"
 	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/natsembed"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/worker"
 )
 
 func TestMain(m *testing.M) { pubsubemu.Main(m) }
@@ -405,5 +408,37 @@ func waitReady(ctx context.Context, httpAddr string, within time.Duration) error
 			return errors.Join(fmt.Errorf("worker on %s not ready within %s", httpAddr, within), err)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// createRawStream creates the raw baselines' stream: the storage settings
+// of labelsync's task stream, one subject.
+func createRawStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:       "BENCH_RAW",
+		Subjects:   []string{"bench.raw.>"},
+		Storage:    jetstream.FileStorage,
+		Retention:  jetstream.LimitsPolicy,
+		Duplicates: 2 * time.Minute,
+	})
+	return err
+}
+
+// workerConfig is the in-process worker the notification benchmarks run:
+// the receive settings r on sub at the Pub/Sub server addr, NATS at
+// natsURL, the storages in storagesFile.
+func workerConfig(natsURL, addr, sub string, r receive, storagesFile string) worker.Config {
+	return worker.Config{
+		NATSURL:              natsURL,
+		HTTPAddr:             "127.0.0.1:0",
+		PubsubProject:        projectID,
+		PubsubSubscription:   sub,
+		PubsubStreams:        r.streams,
+		PubsubMaxOutstanding: r.maxOutstanding,
+		MaxObjectBytes:       1 << 30,
+		StoragesFile:         storagesFile,
+		ShutdownTimeout:      30 * time.Second,
+		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},
+		PubsubEmulatorHost:   addr,
 	}
 }

@@ -229,14 +229,7 @@ func drainWith(ctx context.Context, b *testing.B, cont, addr, sub string, r rece
 		if err != nil {
 			return drain{}, err
 		}
-		// The same storage settings as labelsync's task stream, one subject.
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:       "BENCH_RAW",
-			Subjects:   []string{"bench.raw.>"},
-			Storage:    jetstream.FileStorage,
-			Retention:  jetstream.LimitsPolicy,
-			Duplicates: 2 * time.Minute,
-		}); err != nil {
+		if err := createRawStream(ctx, js); err != nil {
 			return drain{}, err
 		}
 		return drainRaw(ctx, newClient(ctx, b, addr), sub, r, g, n, func(ctx context.Context, m *pubsub.Message) error {
@@ -316,19 +309,7 @@ func drainLabelsync(ctx context.Context, b *testing.B, addr, sub string, r recei
 	if err != nil {
 		return drain{}, err
 	}
-	cfg := worker.Config{
-		NATSURL:              srv.URL(),
-		HTTPAddr:             "127.0.0.1:0",
-		PubsubProject:        projectID,
-		PubsubSubscription:   sub,
-		PubsubStreams:        r.streams,
-		PubsubMaxOutstanding: r.maxOutstanding,
-		MaxObjectBytes:       1 << 30,
-		StoragesFile:         storagesFile,
-		ShutdownTimeout:      30 * time.Second,
-		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},
-		PubsubEmulatorHost:   addr,
-	}
+	cfg := workerConfig(srv.URL(), addr, sub, r, storagesFile)
 	if err := cfg.Validate(); err != nil {
 		return drain{}, err
 	}
