@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,6 +24,7 @@ import (
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/taskfile"
+	"github.com/labelsync/labelsync/internal/taskfile/taskfiletest"
 )
 
 // tasksStorageJSON is one Tasks-mode storage (use_blob_urls false): each
@@ -57,7 +57,7 @@ func BenchmarkJSONLImport(b *testing.B) {
 
 	path := filepath.Join(b.TempDir(), "import.jsonl")
 	start := time.Now()
-	size, err := writeTasksJSONL(path, lines)
+	size, err := taskfiletest.WriteJSONL(path, lines)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -182,44 +182,6 @@ func readRecords(ctx context.Context, path string, each func(taskfile.Record)) (
 		err = bad
 	}
 	return n, err
-}
-
-// writeTasksJSONL writes lines tasks shaped like real imports (the mix of
-// internal/taskfile's BenchmarkReadJSONL): mostly {"data": {...}} tasks,
-// some bare data objects (wrapped on import), one in ten with predictions.
-func writeTasksJSONL(path string, lines int) (int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	texts := []string{
-		"A cat sitting on a red chair next to the window.",
-		"Two people walking a dog along the beach at sunset, with waves in the background.",
-		"Invoice #4471 — total €1,234.50, due 2024-03-01.",
-		"short",
-	}
-	for i := range lines {
-		text := texts[i%len(texts)]
-		switch {
-		case i%10 == 0:
-			fmt.Fprintf(w, `{"data": {"image": "gs://bucket/img/%06d.jpg", "text": %q, "n": %d}, "predictions": [{"model_version": "v3", "score": 0.%03d, "result": [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["cat"]}}]}]}`+"\n", i, text, i, i%1000)
-		case i%4 == 0:
-			fmt.Fprintf(w, `{"image": "gs://bucket/img/%06d.jpg", "text": %q, "n": %d}`+"\n", i, text, i)
-		default:
-			fmt.Fprintf(w, `{"data": {"image": "gs://bucket/img/%06d.jpg", "text": %q, "n": %d}}`+"\n", i, text, i)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return 0, err
-	}
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return 0, err
-	}
-	return info.Size(), f.Close()
 }
 
 // sampleRowEvent is the body of a created row event of the benchmark file
