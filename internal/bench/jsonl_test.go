@@ -92,18 +92,7 @@ func BenchmarkJSONLImport(b *testing.B) {
 
 	// labelsync: the Tasks-mode pipeline, on a fresh NATS server.
 	in := startInfra(b, infraOptions{natsDir: b.TempDir()})
-	nc, err := nats.Connect(in.natsURL, nats.Name("labelsync-bench-jsonl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	bus, err := taskbus.New(nc, 10*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		b.Fatal(err)
-	}
+	bus := newBus(ctx, b, in.natsURL, "labelsync-bench-jsonl")
 	m := metrics.New(prometheus.NewRegistry())
 	p := ingest.New(bus, m, slog.New(slog.DiscardHandler), ingest.WithTasks(fileReader{path: path}, bus))
 	obs := ingest.Observation{Present: true, Generation: 1, EventTime: time.Now(), Source: ingest.SourceSync}

@@ -20,7 +20,6 @@ import (
 	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
-	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // pathConcurrency is how many notifications are in flight at once in
@@ -43,18 +42,7 @@ func BenchmarkNotificationPath(b *testing.B) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	srv, _ := startNATS(b)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	bus, err := taskbus.New(nc, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		b.Fatal(err)
-	}
+	bus := newBus(ctx, b, srv.URL(), "labelsync-bench-path")
 	f, err := storages.Parse([]byte(storagesJSON), storages.ParseOptions{})
 	if err != nil {
 		b.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -37,6 +38,7 @@ import (
 	"github.com/labelsync/labelsync/internal/natsembed"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
@@ -441,4 +443,24 @@ func workerConfig(natsURL, addr, sub string, r receive, storagesFile string) wor
 		Logging:              config.Logging{LogLevel: "info", LogFormat: "json"},
 		PubsubEmulatorHost:   addr,
 	}
+}
+
+// newBus connects to the NATS server at url as name and returns labelsync's
+// bus on it, with the task and dead-letter streams created. The connection
+// closes when b ends.
+func newBus(ctx context.Context, b *testing.B, url, name string) *taskbus.Bus {
+	b.Helper()
+	nc, err := nats.Connect(url, nats.Name(name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	bus, err := taskbus.New(nc, 10*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		b.Fatal(err)
+	}
+	return bus
 }

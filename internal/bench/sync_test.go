@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -82,18 +81,7 @@ func benchSync(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 
-	nc, err := nats.Connect(natsProc.natsURL, nats.Name("labelsync-bench-sync"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	bus, err := taskbus.New(nc, 10*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		b.Fatal(err)
-	}
+	bus := newBus(ctx, b, natsProc.natsURL, "labelsync-bench-sync")
 	logger := slog.New(slog.DiscardHandler)
 	m := metrics.New(prometheus.NewRegistry())
 	set, err := storages.NewSet([]storages.Import{*stor})
