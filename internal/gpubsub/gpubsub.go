@@ -153,9 +153,9 @@ func ApplyReceiveSettings(sub *pubsub.Subscriber, streams, maxOutstanding int) {
 
 // Serve receives until ctx is done or Close is called, running h for each
 // message in the Pub/Sub client's own callback goroutine, and acks the
-// message when h returns nil, nacks it otherwise. It returns once in-flight
-// messages were settled. Messages h produces are an error: there is no
-// publisher.
+// message when h returns nil, nacks it otherwise. After a stop it returns
+// once in-flight messages were settled, or DrainTimeout later (see
+// drainWait). Messages h produces are an error: there is no publisher.
 func (s *Subscriber) Serve(ctx context.Context, h message.HandlerFunc) error {
 	// Under mu, so that Close either sees this Serve in wg or Serve sees
 	// Close.
