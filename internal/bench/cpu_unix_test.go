@@ -43,3 +43,13 @@ func machineCPU() (busy, total uint64) {
 	}
 	return busy, total
 }
+
+// childrenCPU is the user+system CPU time of this process's children that
+// have exited and been waited for (an infra process, once stopped).
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -22,14 +22,18 @@
 //   - BenchmarkWorkerRSS runs cmd/worker as its own process over a large run
 //     and reports its resident set size at fixed points of progress.
 //
-// Every contender gets its own NATS server (embedded in the benchmark process,
-// file storage in a fresh temporary directory), separate from the worker's
-// code though in the same process.
+// Every contender gets its own NATS server (natsembed, file storage in a
+// fresh temporary directory). For the throughput drains it runs in an infra
+// process of its own (see below), as a separate nats-server does in
+// production; LABELSYNC_BENCH_NATS=embedded runs it inside the benchmark
+// process instead, as a worker with LABELSYNC_NATS_URL empty does. The
+// latency and path benchmarks embed it.
 //
 // Each throughput contender drains a fresh topic and subscription seeded
 // just before its drain with the same notifications (a server holding other
 // contenders' backlogs slows down), in LABELSYNC_BENCH_ROUNDS rounds (default
-// 2) whose order alternates.
+// 2) whose order alternates, after every contender drained a throwaway
+// backlog once.
 //
 // Sizes come from the environment: LABELSYNC_BENCH_N (backlog, default
 // 100000), LABELSYNC_BENCH_RSS_N (default 200000),

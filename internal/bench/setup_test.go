@@ -325,6 +325,32 @@ func startNATS(b *testing.B) (srv *natsembed.Server, stop func()) {
 	return srv, stop
 }
 
+// drainNATS starts the NATS server a throughput drain publishes to and
+// returns its URL. LABELSYNC_BENCH_NATS chooses where it runs: "process"
+// (the default), an infra process of its own, as in production, in the
+// end-to-end scenarios (a separate nats-server) and in the sync and JSONL
+// benchmarks; or "embedded", in this process, as a worker with
+// LABELSYNC_NATS_URL empty runs it. Embedded, the server's per-subject state
+// (about 200 bytes per key, pointer-rich) sits in the worker's heap, and
+// every garbage collection the worker's allocations trigger marks it again:
+// that costs labelsync, one subject per key, far more than the raw pipeline,
+// one subject in all (docs/benchmarks.md has the figures). stop is
+// idempotent; once it returned, a process's CPU time is in childrenCPU.
+func drainNATS(b *testing.B) (url string, stop func()) {
+	b.Helper()
+	switch v := os.Getenv("LABELSYNC_BENCH_NATS"); v {
+	case "", "process":
+		in := startInfra(b, infraOptions{natsDir: b.TempDir()})
+		return in.natsURL, func() { _ = in.stop() }
+	case "embedded":
+		srv, stop := startNATS(b)
+		return srv.URL(), stop
+	default:
+		b.Fatalf("LABELSYNC_BENCH_NATS=%q: want embedded or process", v)
+		return "", nil
+	}
+}
+
 func freeAddr(b *testing.B) string {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
