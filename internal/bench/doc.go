@@ -23,11 +23,10 @@
 //     and reports its resident set size at fixed points of progress.
 //
 // Every contender gets its own NATS server (natsembed, file storage in a
-// fresh temporary directory). For the throughput drains it runs in an infra
-// process of its own (see below), as a separate nats-server does in
-// production; LABELSYNC_BENCH_NATS=embedded runs it inside the benchmark
-// process instead, as a worker with LABELSYNC_NATS_URL empty does. The
-// latency and path benchmarks embed it.
+// fresh temporary directory), embedded in the benchmark process as a worker
+// with LABELSYNC_NATS_URL empty embeds it. LABELSYNC_BENCH_NATS=process runs
+// the throughput drains' servers in infra processes of their own (see
+// below) instead, as a separate nats-server runs in production.
 //
 // Each throughput contender drains a fresh topic and subscription seeded
 // just before its drain with the same notifications (a server holding other

@@ -326,25 +326,26 @@ func startNATS(b *testing.B) (srv *natsembed.Server, stop func()) {
 }
 
 // drainNATS starts the NATS server a throughput drain publishes to and
-// returns its URL. LABELSYNC_BENCH_NATS chooses where it runs: "process"
-// (the default), an infra process of its own, as in production, in the
-// end-to-end scenarios (a separate nats-server) and in the sync and JSONL
-// benchmarks; or "embedded", in this process, as a worker with
-// LABELSYNC_NATS_URL empty runs it. Embedded, the server's per-subject state
-// (about 200 bytes per key, pointer-rich) sits in the worker's heap, and
-// every garbage collection the worker's allocations trigger marks it again:
-// that costs labelsync, one subject per key, far more than the raw pipeline,
-// one subject in all (docs/benchmarks.md has the figures). stop is
-// idempotent; once it returned, a process's CPU time is in childrenCPU.
+// returns its URL. LABELSYNC_BENCH_NATS chooses where it runs: "embedded"
+// (the default), in this process, as a worker with LABELSYNC_NATS_URL empty
+// runs it; or "process", an infra process of its own, as a separate
+// nats-server runs in production and in the end-to-end scenarios. Embedded,
+// the server's per-subject state (about 200 bytes per key) is in the same
+// heap as the subscriber, so labelsync, one subject per key, spends more on
+// garbage collection in its drains than the raw pipeline, one subject in
+// all; in a process of its own the NATS server pays that instead, and the
+// ratio of the two contenders' rates came out the same (docs/benchmarks.md).
+// stop is idempotent; once it returned, a process's CPU time is in
+// childrenCPU.
 func drainNATS(b *testing.B) (url string, stop func()) {
 	b.Helper()
 	switch v := os.Getenv("LABELSYNC_BENCH_NATS"); v {
-	case "", "process":
-		in := startInfra(b, infraOptions{natsDir: b.TempDir()})
-		return in.natsURL, func() { _ = in.stop() }
-	case "embedded":
+	case "", "embedded":
 		srv, stop := startNATS(b)
 		return srv.URL(), stop
+	case "process":
+		in := startInfra(b, infraOptions{natsDir: b.TempDir()})
+		return in.natsURL, func() { _ = in.stop() }
 	default:
 		b.Fatalf("LABELSYNC_BENCH_NATS=%q: want embedded or process", v)
 		return "", nil
