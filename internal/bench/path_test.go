@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -43,14 +42,7 @@ func BenchmarkNotificationPath(b *testing.B) {
 
 	srv, _ := startNATS(b)
 	bus := newBus(ctx, b, srv.URL(), "labelsync-bench-path")
-	f, err := storages.Parse([]byte(storagesJSON), storages.ParseOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	set, err := storages.NewSet(f.Import)
-	if err != nil {
-		b.Fatal(err)
-	}
+	set := benchSet(b, storagesJSON)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	h := ingest.NewNotifications(ingest.New(bus, m, logger), func() *storages.Set { return set }, m, logger)
@@ -58,18 +50,11 @@ func BenchmarkNotificationPath(b *testing.B) {
 		func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) })
 
 	rawSrv, _ := startNATS(b)
-	rawNC, err := nats.Connect(rawSrv.URL())
+	js, closeRaw, err := rawJetStream(ctx, rawSrv.URL())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer rawNC.Close()
-	js, err := jetstream.New(rawNC)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := createRawStream(ctx, js); err != nil {
-		b.Fatal(err)
-	}
+	defer closeRaw()
 
 	var ls, rawRun parallelRun
 	var allocs, bytes uint64

@@ -264,7 +264,15 @@ func checkNotifications(b *testing.B, g notifications) {
 	if err != nil {
 		b.Fatalf("generated notification does not decode: %v", err)
 	}
-	f, err := storages.Parse([]byte(storagesJSON), storages.ParseOptions{})
+	if len(benchSet(b, storagesJSON).Match(obj.Bucket, obj.Key)) != 1 {
+		b.Fatalf("benchmark storage does not match gs://%s/%s", obj.Bucket, obj.Key)
+	}
+}
+
+// benchSet parses a storages file into the import storages it defines.
+func benchSet(b *testing.B, file string) *storages.Set {
+	b.Helper()
+	f, err := storages.Parse([]byte(file), storages.ParseOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -272,9 +280,7 @@ func checkNotifications(b *testing.B, g notifications) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if len(set.Match(obj.Bucket, obj.Key)) != 1 {
-		b.Fatalf("benchmark storage does not match gs://%s/%s", obj.Bucket, obj.Key)
-	}
+	return set
 }
 
 func writeStoragesFile(b *testing.B) string {
@@ -465,6 +471,24 @@ func createRawStream(ctx context.Context, js jetstream.JetStream) error {
 		Duplicates: 2 * time.Minute,
 	})
 	return err
+}
+
+// rawJetStream connects to the NATS server at url and creates the raw
+// baselines' stream there. closeConn closes the connection; call it before
+// the server stops, or the client keeps trying to reconnect.
+func rawJetStream(ctx context.Context, url string) (js jetstream.JetStream, closeConn func(), err error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	if js, err = jetstream.New(nc); err == nil {
+		err = createRawStream(ctx, js)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
 }
 
 // workerConfig is the in-process worker the notification benchmarks run:

@@ -165,15 +165,7 @@ func benchSync(b *testing.B, n int) {
 // benchStorage parses a storages file and returns storage id.
 func benchStorage(b *testing.B, file string, id int64) *storages.Import {
 	b.Helper()
-	f, err := storages.Parse([]byte(file), storages.ParseOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	set, err := storages.NewSet(f.Import)
-	if err != nil {
-		b.Fatal(err)
-	}
-	st, ok := set.Get(id)
+	st, ok := benchSet(b, file).Get(id)
 	if !ok {
 		b.Fatalf("no storage %d in %s", id, file)
 	}

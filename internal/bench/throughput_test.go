@@ -240,18 +240,11 @@ func drainWith(ctx context.Context, b *testing.B, cont, addr, sub string, r rece
 	case contRawPipeline:
 		url, stop := drainNATS(b)
 		defer stop()
-		nc, err := nats.Connect(url)
+		js, closeRaw, err := rawJetStream(ctx, url)
 		if err != nil {
 			return drain{}, err
 		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return drain{}, err
-		}
-		if err := createRawStream(ctx, js); err != nil {
-			return drain{}, err
-		}
+		defer closeRaw()
 		return drainRaw(ctx, newClient(ctx, b, addr), sub, r, g, n, func(ctx context.Context, m *pubsub.Message) error {
 			_, err := js.Publish(ctx, "bench.raw.notifications", m.Data)
 			return err
