@@ -169,23 +169,13 @@ func Decode(attrs map[string]string, payload []byte) (Object, error) {
 	}
 
 	var r resource
+	var err error
 	if hasJSON {
-		// json.Unmarshal accepts null, and a struct target would silently
-		// take it as an empty object.
-		if p := bytes.TrimLeft(payload, " \t\r\n"); len(p) == 0 || p[0] != '{' {
-			return Object{}, malformed("payload is not a JSON object")
-		}
-		if err := json.Unmarshal(payload, &r); err != nil {
-			// encoding/json names our Go type in this error; say it in
-			// the payload's terms instead.
-			if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
-				return Object{}, malformed("payload %s is a JSON %s, not a string", te.Field, te.Value)
-			}
-			return Object{}, malformed("payload is not a JSON storage object: %v", err)
+		if r, err = decodeResource(payload); err != nil {
+			return Object{}, err
 		}
 	}
 
-	var err error
 	if o.Bucket, err = pick("bucketId", attrs["bucketId"], "bucket", r.Bucket); err != nil {
 		return Object{}, err
 	}
@@ -325,6 +315,28 @@ func parseTime(name, s string) (time.Time, error) {
 		return time.Time{}, malformed("%s %s is not an RFC 3339 time", name, quote(s))
 	}
 	return t.UTC(), nil
+}
+
+// decodeResource decodes a JSON_API_V1 payload. It is a function of its
+// own so that only a decoded resource goes to the heap (json.Unmarshal
+// takes its address), not every Decode's: DecodeAttributes calls Decode
+// without a payload on every notification.
+func decodeResource(payload []byte) (resource, error) {
+	// json.Unmarshal accepts null, and a struct target would silently
+	// take it as an empty object.
+	if p := bytes.TrimLeft(payload, " \t\r\n"); len(p) == 0 || p[0] != '{' {
+		return resource{}, malformed("payload is not a JSON object")
+	}
+	var r resource
+	if err := json.Unmarshal(payload, &r); err != nil {
+		// encoding/json names our Go type in this error; say it in the
+		// payload's terms instead.
+		if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field != "" {
+			return resource{}, malformed("payload %s is a JSON %s, not a string", te.Field, te.Value)
+		}
+		return resource{}, malformed("payload is not a JSON storage object: %v", err)
+	}
+	return r, nil
 }
 
 func malformed(format string, args ...any) error {
