@@ -122,7 +122,10 @@ func benchThroughput(b *testing.B, be backend, n int) {
 	// drains. Rounds alternate the order (A B C, C B A, ...) so that
 	// whatever drifts during the run (a JVM's JIT, the Go heap) is shared.
 	total := map[string]drain{}
+	// rates[round][contender], for each round's share of the raw pipeline.
+	rates := make([]map[string]float64, rounds)
 	for round := range rounds {
+		rates[round] = map[string]float64{}
 		order := slices.Clone(conts)
 		if round%2 == 1 {
 			slices.Reverse(order)
@@ -162,6 +165,7 @@ func benchThroughput(b *testing.B, be backend, n int) {
 			b.Logf("%s: round %d %-12s seeded in %s, drained %d in %s: %.0f msgs/s, %.1f µs CPU/msg (process and NATS; %.1f in the drain window), %.1f KB allocated/msg, %d GCs, machine %.0f%% busy (%d redeliveries%s)",
 				be.name, round+1, cont, took.Round(time.Millisecond), d.n, d.elapsed.Round(time.Millisecond), d.rate(),
 				float64(d.cpuPerMsg())/1e3, float64(d.windowCPUPerMsg())/1e3, float64(d.alloc)/float64(d.n)/1e3, d.gcs, d.busy, d.deliveries-int64(d.n), trend)
+			rates[round][cont] = d.rate()
 			t := total[cont]
 			t.n += d.n
 			t.elapsed += d.elapsed
@@ -185,11 +189,35 @@ func benchThroughput(b *testing.B, be backend, n int) {
 		b.ReportMetric(float64(ls.deliveries-int64(ls.n)), "labelsync_redeliveries")
 		if raw, ok := total[contRawPipeline]; ok {
 			b.ReportMetric(100*ls.rate()/raw.rate(), "pct_of_raw_pipeline")
+			b.ReportMetric(medianShare(rates, contLabelsync, contRawPipeline), "pct_of_raw_pipeline_round_median")
 		}
 		if raw, ok := total[contRawAck]; ok {
 			b.ReportMetric(100*ls.rate()/raw.rate(), "pct_of_raw_ack")
 		}
 	}
+}
+
+// medianShare is the median over rounds of a's rate as a percentage of
+// b's in the same round. The pooled share weighs every drain by its
+// length, so one round in which the emulator stalled (a drain at half its
+// usual rate happens every few rounds, to either contender) moves it by
+// points; the median of the paired rounds does not.
+func medianShare(rates []map[string]float64, a, b string) float64 {
+	var shares []float64
+	for _, r := range rates {
+		if r[a] > 0 && r[b] > 0 {
+			shares = append(shares, 100*r[a]/r[b])
+		}
+	}
+	if len(shares) == 0 {
+		return 0
+	}
+	slices.Sort(shares)
+	m := len(shares) / 2
+	if len(shares)%2 == 0 {
+		return (shares[m-1] + shares[m]) / 2
+	}
+	return shares[m]
 }
 
 // deleteTopic frees what a drained contender left on a long-lived server.
