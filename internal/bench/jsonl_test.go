@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
@@ -94,8 +96,9 @@ func BenchmarkJSONLImport(b *testing.B) {
 	in := startInfra(b, infraOptions{natsDir: b.TempDir()})
 	bus := newBus(ctx, b, in.natsURL, "labelsync-bench-jsonl")
 	m := metrics.New(prometheus.NewRegistry())
-	p := ingest.New(bus, m, slog.New(slog.DiscardHandler), ingest.WithTasks(fileReader{path: path}, bus))
-	obs := ingest.Observation{Present: true, Generation: 1, EventTime: time.Now(), Source: ingest.SourceSync}
+	logger := slog.New(slog.DiscardHandler)
+	p := ingest.New(bus, deadletter.NewWriter(bus, "worker", m, logger), m, logger, ingest.WithTasks(fileReader{path: path}, bus))
+	obs := ledger.Observation{Present: true, Generation: 1, EventTime: time.Now(), Source: ledger.SourceSync}
 	var counts ingest.Counts
 
 	mw := watchMemory(50 * time.Millisecond)
@@ -108,8 +111,8 @@ func BenchmarkJSONLImport(b *testing.B) {
 	if err != nil {
 		b.Fatalf("Apply: %v", err)
 	}
-	if outcome != metrics.OutcomeEmitted || counts.Created.Load() != int64(lines) {
-		b.Fatalf("Apply: outcome %s, %d created, want %s and %d", outcome, counts.Created.Load(), metrics.OutcomeEmitted, lines)
+	if outcome != ledger.Emitted || counts.Created.Load() != int64(lines) {
+		b.Fatalf("Apply: outcome %s, %d created, want %s and %d", outcome, counts.Created.Load(), ledger.Emitted, lines)
 	}
 	rate := float64(lines) / took.Seconds()
 	self, others := cpu.perItem(lines)
@@ -184,8 +187,8 @@ func sampleRowEvent(st *storages.Import, taskBytes int64) []byte {
 	}
 	task = append(task, `"}}`...)
 	ev := &taskbus.Event{
-		Event: taskbus.Created, TaskID: taskbus.TaskID(st.ID, jsonlKey, &row), Project: st.Project, StorageID: st.ID,
-		Bucket: st.Bucket, Key: jsonlKey, Generation: "1", RowIndex: &row, Source: ingest.SourceSync,
+		Event: ledger.Created, TaskID: taskbus.TaskID(st.ID, jsonlKey, &row), Project: st.Project, StorageID: st.ID,
+		Bucket: st.Bucket, Key: jsonlKey, Generation: "1", RowIndex: &row, Source: ledger.SourceSync,
 		EventTime: time.Now().UTC().Format(time.RFC3339Nano), Task: task,
 	}
 	body, err := json.Marshal(ev)

@@ -45,9 +45,13 @@ func BenchmarkNotificationPath(b *testing.B) {
 	set := benchSet(b, storagesJSON)
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
-	h := ingest.NewNotifications(ingest.New(bus, m, logger), func() *storages.Set { return set }, m, logger)
-	handle := deadletter.Middleware(bus, "worker", func(error) string { return "bench" }, deadletter.Retry{}, m, logger)(
-		func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) })
+	letters := deadletter.NewWriter(bus, "worker", m, logger)
+	h := ingest.NewNotifications(ingest.New(bus, letters, m, logger), func() *storages.Set { return set }, m, logger)
+	failures, err := deadletter.Middleware(letters, deadletter.DefaultRetry(), logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	handle := failures(func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) })
 
 	rawSrv, _ := startNATS(b)
 	js, closeRaw, err := rawJetStream(ctx, rawSrv.URL())

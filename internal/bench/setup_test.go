@@ -36,6 +36,7 @@ import (
 	"github.com/labelsync/labelsync/internal/events"
 	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
@@ -513,19 +514,7 @@ func workerConfig(natsURL, addr, sub string, r receive, storagesFile string) wor
 // newBus connects to the NATS server at url as name and returns labelsync's
 // bus on it, with the task and dead-letter streams created. The connection
 // closes when b ends.
-func newBus(ctx context.Context, b *testing.B, url, name string) *taskbus.Bus {
+func newBus(_ context.Context, b *testing.B, url, name string) *taskbus.Bus {
 	b.Helper()
-	nc, err := nats.Connect(url, nats.Name(name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	bus, err := taskbus.New(nc, 10*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		b.Fatal(err)
-	}
-	return bus
+	return natstest.Bus(b, url, nats.Name(name))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/metrics"
@@ -88,7 +89,7 @@ func benchSync(b *testing.B, n int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := syncer.New(ctx, bus.JetStream(), ingest.New(bus, m, logger), bus,
+	s, err := syncer.New(ctx, bus.JetStream(), ingest.New(bus, deadletter.NewWriter(bus, "worker", m, logger), m, logger), bus,
 		func(ctx context.Context, _ *storages.Import) (*storage.Client, error) { return clients.For(ctx, nil) },
 		func() *storages.Set { return set }, m, logger)
 	if err != nil {

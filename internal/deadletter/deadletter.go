@@ -1,107 +1,156 @@
-// Package deadletter is the worker's failure path, one Watermill
-// middleware: a handler that panics has failed permanently (the same input
-// would panic again); a transient failure is retried in place with
-// exponential backoff, then nacked for redelivery; a permanent failure is
-// stored in the dead-letter stream with its reason and then acknowledged.
+// Package deadletter is labelsync's one failure path, shared by every
+// component: a Writer that stores dead letters (SPEC §2) and the Watermill
+// middleware that decides, from package fault's classes alone, whether a
+// failed message is retried, handed back for redelivery, or dead-lettered.
 //
-// The dead letter's source is the message's UUID, which subscribers set to
-// the transport's message id (the Pub/Sub message id).
+// The middleware is Watermill's own, in this order (outermost first):
 //
-// The message is acknowledged only after JetStream stored the dead letter;
-// if that fails, the message is nacked and comes back, so nothing is lost.
-// One middleware instead of Watermill's Recoverer, Retry and PoisonQueue:
-// the three cost more per message than the work of a notification.
+//	unstored      a permanent failure whose letter could not be stored is
+//	              transient: the message is nacked and comes back.
+//	PoisonQueue   a permanent failure is published, through a Publisher that
+//	              writes with the Writer, to LABELSYNC_DEADLETTER; then the
+//	              message is acknowledged. If storing fails, the message is
+//	              nacked and comes back: nothing is lost.
+//	exhausted     an error nobody classified that outlived the retries
+//	              becomes permanent (fault.Unclassified), so it neither loops
+//	              nor is lost; its code is passed to the Publisher in the
+//	              message's metadata.
+//	Retry         transient and unclassified failures are retried in place
+//	              with exponential backoff; permanent ones are not. A
+//	              transient failure left after the retries is returned, and
+//	              the transport redelivers the message.
+//	panics        a recovered panic is permanent (fault.Panic): the same
+//	              input would panic again. Its stack goes to the log.
+//	Recoverer     Watermill's: a panic becomes an error.
+//
+// Delivery: a message is acknowledged only when its handler succeeded or
+// its dead letter is stored.
 package deadletter
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/labelsync/labelsync/internal/fault"
-	"github.com/labelsync/labelsync/internal/metrics"
-	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
-type sink interface {
-	DeadLetter(ctx context.Context, l taskbus.Letter) error
+// codeKey carries a failure's fault code from the middleware to the
+// Publisher, which PoisonQueue hands only the message.
+const codeKey = "_labelsync_fault_code"
+
+// DefaultRetry is the in-place retry of a transient failure: 5 retries
+// from 100 ms, doubling to at most 5 s, with 25 % jitter (about 3 s in all
+// before the message is handed back).
+func DefaultRetry() middleware.Retry {
+	return middleware.Retry{
+		MaxRetries:          5,
+		InitialInterval:     100 * time.Millisecond,
+		MaxInterval:         5 * time.Second,
+		Multiplier:          2,
+		RandomizationFactor: 0.25,
+	}
 }
 
-// Retry says how transient failures are retried before a nack.
-type Retry struct {
-	Attempts int           // including the first; 0 means 6
-	Initial  time.Duration // first wait; 0 means 100ms
-	Max      time.Duration // longest wait; 0 means 5s
-}
-
-// Middleware applies the failure path. code maps an error to a short,
-// low-cardinality reason class for the labelsync_deadletter_total metric.
-func Middleware(s sink, component string, code func(error) string, retry Retry, m *metrics.Metrics, logger *slog.Logger) message.HandlerMiddleware {
-	if retry.Attempts <= 0 {
-		retry.Attempts = 6
-	}
-	if retry.Initial <= 0 {
-		retry.Initial = 100 * time.Millisecond
-	}
-	if retry.Max <= 0 {
-		retry.Max = 5 * time.Second
+// Middleware builds the failure path around a handler, writing dead letters
+// with w. retry's ShouldRetry and Logger are set here.
+func Middleware(w *Writer, retry middleware.Retry, logger *slog.Logger) (message.HandlerMiddleware, error) {
+	retry.ShouldRetry = func(p middleware.RetryParams) bool { return !fault.IsPermanent(p.Err) }
+	retry.Logger = watermill.NewSlogLogger(logger)
+	poison, err := middleware.PoisonQueueWithFilter(Publisher{w}, DeadLetterSubject(w.component), fault.IsPermanent)
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: %w", err)
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			out, err := call(h, msg)
-			wait := retry.Initial
-			for attempt := 1; err != nil && !fault.IsPermanent(err) && attempt < retry.Attempts; attempt++ {
-				logger.Warn("handler failed, retrying", "err", err, "attempt", attempt, "wait", wait)
-				select {
-				case <-msg.Context().Done():
-					return nil, err
-				case <-time.After(wait + time.Duration(rand.Int64N(int64(wait)/2+1))):
-				}
-				wait = min(2*wait, retry.Max)
-				out, err = call(h, msg)
-			}
-			if err == nil || !fault.IsPermanent(err) {
-				return out, err
-			}
-			l := taskbus.Letter{
-				Reason:     taskbus.OneLine(err.Error()),
-				Code:       code(err),
-				Component:  component,
-				Source:     taskbus.Source{PubsubMessageID: msg.UUID},
-				Attributes: Attributes(msg.Metadata),
-				Data:       msg.Payload,
-			}
-			if dlErr := s.DeadLetter(msg.Context(), l); dlErr != nil {
-				return nil, fmt.Errorf("deadletter: store %q: %w", l.Reason, dlErr)
-			}
-			m.DeadLetters.WithLabelValues(component, l.Code).Inc()
-			logger.Warn("dead-lettered", "reason", l.Reason, "code", l.Code, "source", l.Source.PubsubMessageID)
-			return nil, nil
+		return unstored(poison(exhausted(retry.Middleware(panics(middleware.Recoverer(h), logger)))))
+	}, nil
+}
+
+// unstored: a permanent failure that comes out of PoisonQueue is one whose
+// letter could not be stored (PoisonQueue joins the two errors). The input
+// must come back, so the failure is transient from here on.
+func unstored(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if fault.IsPermanent(err) {
+			return out, fault.Transient(fault.Unavailable, err)
 		}
+		return out, err
 	}
 }
 
-// call runs h, turning a panic into a permanent failure.
-func call(h message.HandlerFunc, msg *message.Message) (out []*message.Message, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fault.Permanent(fmt.Errorf("handler panicked: %v", p))
+// panics turns Watermill's RecoveredPanicError into a permanent failure with
+// a one-line reason; the stack goes to the log.
+func panics(h message.HandlerFunc, logger *slog.Logger) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		var p middleware.RecoveredPanicError
+		if err != nil && errors.As(err, &p) {
+			logger.Error("handler panicked", "panic", fmt.Sprint(p.V), "stack", p.Stacktrace, "message_id", msg.UUID)
+			return out, fault.Permanent(fault.Panic, fmt.Errorf("handler panicked: %v", p.V))
 		}
-	}()
-	return h(msg)
+		return out, err
+	}
 }
 
+// exhausted applies fault.Exhausted after the retries and records the
+// code of a permanent failure for the Publisher.
+func exhausted(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err == nil {
+			return out, nil
+		}
+		err = fault.Exhausted(err)
+		if code, class := fault.Of(err); class == fault.ClassPermanent {
+			msg.Metadata.Set(codeKey, string(code))
+		}
+		return out, err
+	}
+}
+
+// Publisher is the message.Publisher that PoisonQueue publishes poisoned
+// messages to: it turns each into a Letter (the reason PoisonQueue put in
+// the metadata, the code the middleware put there, the message's UUID as
+// the Pub/Sub message id, the original attributes and payload) and writes
+// it. The topic is ignored: the Writer's component decides the subject.
+type Publisher struct{ w *Writer }
+
+// Publish writes one letter per message.
+func (p Publisher) Publish(_ string, msgs ...*message.Message) error {
+	for _, msg := range msgs {
+		l := Letter{
+			Reason:     msg.Metadata.Get(middleware.ReasonForPoisonedKey),
+			Code:       fault.Code(msg.Metadata.Get(codeKey)),
+			Source:     Source{PubsubMessageID: msg.UUID},
+			Attributes: Attributes(msg.Metadata),
+			Data:       msg.Payload,
+		}
+		if err := p.w.Write(msg.Context(), l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close does nothing: the Writer does not own the connection.
+func (Publisher) Close() error { return nil }
+
 // Attributes returns the original transport attributes, without the keys
-// Watermill adds.
+// Watermill and this package add.
 func Attributes(md message.Metadata) map[string]string {
 	attrs := make(map[string]string, len(md))
 	for k, v := range md {
-		if strings.HasPrefix(k, "_watermill") {
+		switch {
+		case strings.HasPrefix(k, "_watermill"), k == codeKey,
+			k == middleware.ReasonForPoisonedKey, k == middleware.PoisonedTopicKey,
+			k == middleware.PoisonedHandlerKey, k == middleware.PoisonedSubscriberKey:
 			continue
 		}
 		attrs[k] = v

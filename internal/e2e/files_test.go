@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )
@@ -33,7 +34,7 @@ const filesStorages = `{"import": [
 
 // summary is the comparable part of a task event.
 type summary struct {
-	Event     taskbus.Kind
+	Event     ledger.Kind
 	Storage   int64
 	Key       string
 	Gen       string
@@ -115,13 +116,13 @@ func TestFilesUploadsBecomeTasks(t *testing.T) {
 
 		evs := h.waitSettled(rw, len(uploads)+1)
 		want := []summary{
-			{taskbus.Created, 1, "incoming/cat 1.jpg", gens["incoming/cat 1.jpg"], true, ""},
-			{taskbus.Created, 1, "incoming/images/a#b?c%d.png", gens["incoming/images/a#b?c%d.png"], true, ""},
-			{taskbus.Created, 1, "incoming/images/deep/not-direct.png", gens["incoming/images/deep/not-direct.png"], true, ""},
-			{taskbus.Created, 1, "incoming/images/notes.txt", gens["incoming/images/notes.txt"], true, ""},
-			{taskbus.Created, 1, long, gens[long], true, ""},
-			{taskbus.Created, 1, "incoming/ünï/ködé.png", gens["incoming/ünï/ködé.png"], true, ""},
-			{taskbus.Created, 2, "incoming/images/a#b?c%d.png", gens["incoming/images/a#b?c%d.png"], true, ""},
+			{ledger.Created, 1, "incoming/cat 1.jpg", gens["incoming/cat 1.jpg"], true, ""},
+			{ledger.Created, 1, "incoming/images/a#b?c%d.png", gens["incoming/images/a#b?c%d.png"], true, ""},
+			{ledger.Created, 1, "incoming/images/deep/not-direct.png", gens["incoming/images/deep/not-direct.png"], true, ""},
+			{ledger.Created, 1, "incoming/images/notes.txt", gens["incoming/images/notes.txt"], true, ""},
+			{ledger.Created, 1, long, gens[long], true, ""},
+			{ledger.Created, 1, "incoming/ünï/ködé.png", gens["incoming/ünï/ködé.png"], true, ""},
+			{ledger.Created, 2, "incoming/images/a#b?c%d.png", gens["incoming/images/a#b?c%d.png"], true, ""},
 		}
 		if diff := cmp.Diff(summarize(want2events(want)), summarize(evs)); diff != "" {
 			t.Fatalf("task events after uploads (-want +got):\n%s", diff)
@@ -143,11 +144,11 @@ func TestFilesUploadsBecomeTasks(t *testing.T) {
 		// created again with the same task id.
 		key := "incoming/cat 1.jpg"
 		g2 := strconv.FormatInt(h.upload("acme-raw", key, "version 2"), 10)
-		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, taskbus.Updated) == 1 })
+		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, ledger.Updated) == 1 })
 		h.remove("acme-raw", key)
-		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, taskbus.Deleted) == 1 })
+		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, ledger.Deleted) == 1 })
 		g3 := strconv.FormatInt(h.upload("acme-raw", key, "version 3"), 10)
-		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, taskbus.Created) == 8 })
+		h.waitFor(func(evs []taskbus.Event) bool { return count(evs, ledger.Created) == 8 })
 		evs = h.settle()
 		var history []summary
 		for _, e := range evs {
@@ -157,10 +158,10 @@ func TestFilesUploadsBecomeTasks(t *testing.T) {
 		}
 		id := taskbus.TaskID(1, key, nil)
 		wantHistory := []summary{
-			{taskbus.Created, 1, key, gens[key], true, id},
-			{taskbus.Updated, 1, key, g2, true, id},
-			{taskbus.Deleted, 1, key, g2, false, id},
-			{taskbus.Created, 1, key, g3, true, id},
+			{ledger.Created, 1, key, gens[key], true, id},
+			{ledger.Updated, 1, key, g2, true, id},
+			{ledger.Deleted, 1, key, g2, false, id},
+			{ledger.Created, 1, key, g3, true, id},
 		}
 		if diff := cmp.Diff(wantHistory, history); diff != "" {
 			t.Fatalf("history of %q (-want +got):\n%s", key, diff)
@@ -187,7 +188,7 @@ func jsonEscape(s string) string {
 	return strings.Trim(string(b), `"`)
 }
 
-func count(evs []taskbus.Event, k taskbus.Kind) int {
+func count(evs []taskbus.Event, k ledger.Kind) int {
 	n := 0
 	for _, e := range evs {
 		if e.Event == k {
@@ -222,7 +223,7 @@ func TestDeliveryOrders(t *testing.T) {
 	arc := func(g int64, extra ...string) note { return note{"OBJECT_ARCHIVE", g, extra} }
 	meta := func(g int64) note { return note{"OBJECT_METADATA_UPDATE", g, nil} }
 	type ev struct {
-		kind taskbus.Kind
+		kind ledger.Kind
 		gen  int64
 	}
 	cases := []struct {
@@ -230,20 +231,20 @@ func TestDeliveryOrders(t *testing.T) {
 		notes []note
 		want  []ev
 	}{
-		{"upload", []note{fin(1)}, []ev{{taskbus.Created, 1}}},
+		{"upload", []note{fin(1)}, []ev{{ledger.Created, 1}}},
 		{"overwrite in order", []note{fin(1), fin(2, "overwroteGeneration", "1"), del(1, "overwrittenByGeneration", "2")},
-			[]ev{{taskbus.Created, 1}, {taskbus.Updated, 2}}},
+			[]ev{{ledger.Created, 1}, {ledger.Updated, 2}}},
 		{"overwrite, delete half first", []note{fin(1), del(1, "overwrittenByGeneration", "2"), fin(2, "overwroteGeneration", "1")},
-			[]ev{{taskbus.Created, 1}, {taskbus.Updated, 2}}},
-		{"first seen is an overwrite", []note{fin(2, "overwroteGeneration", "1")}, []ev{{taskbus.Created, 2}}},
+			[]ev{{ledger.Created, 1}, {ledger.Updated, 2}}},
+		{"first seen is an overwrite", []note{fin(2, "overwroteGeneration", "1")}, []ev{{ledger.Created, 2}}},
 		{"older generation after newer is stale", []note{fin(2, "overwroteGeneration", "1"), fin(1), del(1, "overwrittenByGeneration", "2")},
-			[]ev{{taskbus.Created, 2}}},
-		{"delete then re-upload", []note{fin(1), del(1), fin(3)}, []ev{{taskbus.Created, 1}, {taskbus.Deleted, 1}, {taskbus.Created, 3}}},
-		{"archive is a delete", []note{fin(1), arc(1)}, []ev{{taskbus.Created, 1}, {taskbus.Deleted, 1}}},
-		{"archive of an overwrite is an update", []note{fin(1), arc(1, "overwrittenByGeneration", "2")}, []ev{{taskbus.Created, 1}, {taskbus.Updated, 2}}},
+			[]ev{{ledger.Created, 2}}},
+		{"delete then re-upload", []note{fin(1), del(1), fin(3)}, []ev{{ledger.Created, 1}, {ledger.Deleted, 1}, {ledger.Created, 3}}},
+		{"archive is a delete", []note{fin(1), arc(1)}, []ev{{ledger.Created, 1}, {ledger.Deleted, 1}}},
+		{"archive of an overwrite is an update", []note{fin(1), arc(1, "overwrittenByGeneration", "2")}, []ev{{ledger.Created, 1}, {ledger.Updated, 2}}},
 		{"delete before its finalize", []note{del(1), fin(1)}, nil},
-		{"finalize after its delete was handled", []note{fin(1), del(1), fin(1)}, []ev{{taskbus.Created, 1}, {taskbus.Deleted, 1}}},
-		{"metadata update emits nothing", []note{fin(1), meta(1)}, []ev{{taskbus.Created, 1}}},
+		{"finalize after its delete was handled", []note{fin(1), del(1), fin(1)}, []ev{{ledger.Created, 1}, {ledger.Deleted, 1}}},
+		{"metadata update emits nothing", []note{fin(1), meta(1)}, []ev{{ledger.Created, 1}}},
 	}
 	forEachBackend(t, func(t *testing.T, b backend) {
 		h := newHarness(t, b, filesStorages)
@@ -348,10 +349,10 @@ func TestShuffledDuplicatesConverge(t *testing.T) {
 				if g < pg {
 					t.Errorf("%s went back from generation %d to %d", e.Key, pg, g)
 				}
-				if (e.Event == taskbus.Created) == (p.Event != taskbus.Deleted) {
+				if (e.Event == ledger.Created) == (p.Event != ledger.Deleted) {
 					t.Errorf("%s: %s after %s", e.Key, e.Event, p.Event)
 				}
-			} else if e.Event != taskbus.Created {
+			} else if e.Event != ledger.Created {
 				t.Errorf("%s: first event is %s", e.Key, e.Event)
 			}
 			last[e.Key] = e
@@ -368,9 +369,9 @@ func TestShuffledDuplicatesConverge(t *testing.T) {
 			}
 			g, _ := strconv.ParseInt(e.Generation, 10, 64)
 			switch {
-			case f.deleted && e.Event != taskbus.Deleted:
+			case f.deleted && e.Event != ledger.Deleted:
 				t.Errorf("%s: ends with %s %d, want deleted", key, e.Event, g)
-			case !f.deleted && (e.Event == taskbus.Deleted || g != f.gen):
+			case !f.deleted && (e.Event == ledger.Deleted || g != f.gen):
 				t.Errorf("%s: ends with %s %d, want generation %d live", key, e.Event, g, f.gen)
 			}
 		}
@@ -412,7 +413,7 @@ func TestPoisonMessages(t *testing.T) {
 			}
 			return nil
 		})
-		if n := count(h.taskEvents(), taskbus.Created); n != len(poison) {
+		if n := count(h.taskEvents(), ledger.Created); n != len(poison) {
 			t.Errorf("%d tasks created, want %d", n, len(poison))
 		}
 		dls := h.deadLetters()
@@ -479,16 +480,16 @@ func TestCrashAtEachStep(t *testing.T) {
 			for i := range 10 {
 				key := fmt.Sprintf("incoming/images/%02d.png", i)
 				for _, st := range []int64{1, 2} {
-					var last taskbus.Kind
+					var last ledger.Kind
 					for _, e := range evs {
 						if e.Key == key && e.StorageID == st {
 							last = e.Event
 						}
 					}
-					if i%2 == 0 && last != taskbus.Deleted && last != "" {
+					if i%2 == 0 && last != ledger.Deleted && last != "" {
 						t.Errorf("storage %d %s ends %q, want deleted", st, key, last)
 					}
-					if i%2 == 1 && last != taskbus.Updated && last != taskbus.Created {
+					if i%2 == 1 && last != ledger.Updated && last != ledger.Created {
 						t.Errorf("storage %d %s ends %q, want live", st, key, last)
 					}
 				}

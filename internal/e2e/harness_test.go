@@ -25,6 +25,7 @@ import (
 	"github.com/labelsync/labelsync/internal/config"
 	"github.com/labelsync/labelsync/internal/devstack"
 	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
@@ -107,10 +108,7 @@ func newHarness(t *testing.T, b backend, storagesJSON string) *harness {
 	h.natsURL = "nats://" + freeAddr(t)
 	h.startNATS()
 	t.Cleanup(h.stopNATS)
-	if h.nc, err = nats.Connect(h.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.nc.Close)
+	h.nc = natstest.Connect(t, h.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if h.bus, err = taskbus.New(h.nc, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
@@ -57,7 +58,7 @@ func TestNATSRestart(t *testing.T) {
 			}
 		}
 		eventually(t, 90*time.Second, "all keys imported", func() error {
-			if n := count(h.taskEvents(), taskbus.Created); n < len(keys) {
+			if n := count(h.taskEvents(), ledger.Created); n < len(keys) {
 				return fmt.Errorf("%d of %d", n, len(keys))
 			}
 			return nil
@@ -105,7 +106,7 @@ func TestWorkerKilledMidStream(t *testing.T) {
 		}
 		// Kill once part of the backlog is through.
 		eventually(t, 60*time.Second, "some tasks", func() error {
-			if n := count(h.taskEvents(), taskbus.Created); n < 30 {
+			if n := count(h.taskEvents(), ledger.Created); n < 30 {
 				return fmt.Errorf("%d created", n)
 			}
 			return nil
@@ -123,7 +124,7 @@ func TestWorkerKilledMidStream(t *testing.T) {
 		}()
 		eventually(t, 120*time.Second, "all keys imported after restart", func() error {
 			evs := h.taskEvents()
-			if n := count(evs, taskbus.Created); n < len(keys) {
+			if n := count(evs, ledger.Created); n < len(keys) {
 				return fmt.Errorf("%d of %d; missing %v", n, len(keys), missing(evs, keys))
 			}
 			return nil

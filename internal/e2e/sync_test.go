@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/ledger"
 )
 
 func (h *harness) api(rw *runningWorker, method, path, token, body string) (int, map[string]any) {
@@ -100,7 +100,7 @@ func TestSyncBackfillRacingUploads(t *testing.T) {
 			t.Errorf("storage view: %v", final)
 		}
 		eventually(t, 60*time.Second, "all imported", func() error {
-			if n := count(h.taskEvents(), taskbus.Created); n < len(keys) {
+			if n := count(h.taskEvents(), ledger.Created); n < len(keys) {
 				return fmt.Errorf("%d of %d", n, len(keys))
 			}
 			return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )
@@ -28,7 +29,7 @@ const tasksStorages = `{"import": [
 type rowEvent struct {
 	Key   string
 	Row   int
-	Event taskbus.Kind
+	Event ledger.Kind
 	Task  string
 }
 
@@ -63,17 +64,17 @@ func TestTasksImport(t *testing.T) {
 
 		want := map[string][]rowEvent{
 			"tasks/array.json": {
-				{"tasks/array.json", 0, taskbus.Created, `{"data":{"image":"a.jpg","n":1.50}}`},
-				{"tasks/array.json", 1, taskbus.Created, `{"data":{"image":"b.jpg"},"annotations":[{"result":[]}],"predictions":[]}`},
+				{"tasks/array.json", 0, ledger.Created, `{"data":{"image":"a.jpg","n":1.50}}`},
+				{"tasks/array.json", 1, ledger.Created, `{"data":{"image":"b.jpg"},"annotations":[{"result":[]}],"predictions":[]}`},
 			},
-			"tasks/single.json": {{"tasks/single.json", 0, taskbus.Created, `{"data":{"text":"hello"},"meta":{"src":"x"}}`}},
+			"tasks/single.json": {{"tasks/single.json", 0, ledger.Created, `{"data":{"text":"hello"},"meta":{"src":"x"}}`}},
 			"tasks/lines.jsonl": {
-				{"tasks/lines.jsonl", 0, taskbus.Created, `{"data":{"text":"one"}}`},
-				{"tasks/lines.jsonl", 2, taskbus.Created, `{"data":{"text":"three"}}`},
+				{"tasks/lines.jsonl", 0, ledger.Created, `{"data":{"text":"one"}}`},
+				{"tasks/lines.jsonl", 2, ledger.Created, `{"data":{"text":"three"}}`},
 			},
 			"tasks/noext": {
-				{"tasks/noext", 0, taskbus.Created, `{"data":{"text":"a"}}`},
-				{"tasks/noext", 1, taskbus.Created, `{"data":{"text":"b"}}`},
+				{"tasks/noext", 0, ledger.Created, `{"data":{"text":"a"}}`},
+				{"tasks/noext", 1, ledger.Created, `{"data":{"text":"b"}}`},
 			},
 		}
 		for key, w := range want {
@@ -209,7 +210,7 @@ func TestTasksParquet(t *testing.T) {
 			if err := json.Unmarshal([]byte(e.Task), &task); err != nil {
 				t.Fatalf("row %d task %s: %v", i, e.Task, err)
 			}
-			if e.Row != i || e.Event != taskbus.Created || task.Data != rows[i] {
+			if e.Row != i || e.Event != ledger.Created || task.Data != rows[i] {
 				t.Errorf("row %d = %+v (data %+v), want %+v", i, e, task.Data, rows[i])
 			}
 		}
@@ -260,7 +261,7 @@ func TestTasksCrashBeforeCommit(t *testing.T) {
 					t.Errorf("%s appended %d times", k, n)
 				}
 			}
-			if c, u := count(evs, taskbus.Created), count(evs, taskbus.Updated); c != 300 || u != 30 || len(evs) != 330 {
+			if c, u := count(evs, ledger.Created), count(evs, ledger.Updated); c != 300 || u != 30 || len(evs) != 330 {
 				t.Fatalf("created %d updated %d total %d; want 300, 30, 330", c, u, len(evs))
 			}
 		})

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/labelsync/labelsync/internal/fault"
 )
 
 // Sentinels every error of this package is classified with. All five are
@@ -159,4 +161,32 @@ func Transient(err error) bool {
 
 func retryableHTTP(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500 && code < 600
+}
+
+// Fault classifies err in package fault's vocabulary: the permanent
+// sentinels of this package become permanent faults with their codes
+// (ErrNotFound → not_found, ErrPermission → permission_denied,
+// ErrUnauthenticated and ErrBadCredentials → bad_credentials, ErrTooLarge →
+// too_large), a Transient error becomes fault.Unavailable (a context that
+// ended is left as it is, for fault.Of to read as a shutdown). Anything else
+// is returned unchanged: unclassified.
+func Fault(err error) error {
+	err = Classify(err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return fault.Permanent(fault.NotFound, err)
+	case errors.Is(err, ErrPermission):
+		return fault.Permanent(fault.PermissionDenied, err)
+	case errors.Is(err, ErrUnauthenticated), errors.Is(err, ErrBadCredentials):
+		return fault.Permanent(fault.BadCredentials, err)
+	case errors.Is(err, ErrTooLarge):
+		return fault.Permanent(fault.TooLarge, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case Transient(err):
+		return fault.Transient(fault.Unavailable, err)
+	}
+	return err
 }

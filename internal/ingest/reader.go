@@ -35,7 +35,7 @@ func NewGCSReader(client ClientFor, maxObjectBytes int64, opts taskfile.Options)
 func (r *GCSReader) Records(ctx context.Context, st *storages.Import, obj Object, generation int64, yield func(taskfile.Record) bool) error {
 	format, err := taskfile.FormatOf(obj.Key)
 	if err != nil {
-		return fault.Permanent(fmt.Errorf("%w: %w", err, ErrUnsupported))
+		return fault.Permanent(fault.Unsupported, err)
 	}
 	c, err := r.client(ctx, st)
 	if err != nil {
@@ -56,7 +56,9 @@ func (r *GCSReader) Records(ctx context.Context, st *storages.Import, obj Object
 	return classifyRead(taskfile.Read(rc, format, r.opts, yield))
 }
 
-// classifyRead maps storage and format errors to the pipeline's classes.
+// classifyRead maps storage and format errors to the pipeline's classes:
+// a generation that no longer exists is ErrGone (not a failure: its
+// successor's notification follows); the rest in package fault's terms.
 func classifyRead(err error) error {
 	switch {
 	case err == nil:
@@ -64,11 +66,9 @@ func classifyRead(err error) error {
 	case errors.Is(err, gcs.ErrNotFound):
 		return fmt.Errorf("%w: %w", ErrGone, err)
 	case errors.Is(err, taskfile.ErrUnsupported):
-		return fault.Permanent(fmt.Errorf("%w: %w", err, ErrUnsupported))
-	case gcs.Transient(err):
-		return err
+		return fault.Permanent(fault.Unsupported, err)
+	case errors.Is(err, taskfile.ErrMalformed):
+		return fault.Permanent(fault.MalformedFile, err)
 	}
-	// Too large, permission denied, bad credentials, a corrupt file:
-	// retrying cannot help, the dead-letter entry says what to fix.
-	return fault.Permanent(err)
+	return gcs.Fault(err)
 }

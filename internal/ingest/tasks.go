@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/fault"
-	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/taskfile"
@@ -29,10 +30,9 @@ var ErrGone = errors.New("ingest: generation no longer exists")
 
 // rowLedger is what Tasks mode needs of the ledger beyond Head and Append.
 type rowLedger interface {
-	RowHeads(ctx context.Context, k taskbus.Key) (map[int]taskbus.RowHead, error)
-	RowHead(ctx context.Context, k taskbus.Key, row int) (taskbus.RowHead, error)
+	RowHeads(ctx context.Context, k taskbus.Key) (map[int]ledger.RowHead, error)
+	RowHead(ctx context.Context, k taskbus.Key, row int) (ledger.RowHead, error)
 	NewRows(done func(taskbus.RowEntry, error)) *taskbus.Rows
-	DeadLetter(ctx context.Context, l taskbus.Letter) error
 }
 
 // WithTasks enables the Tasks import method (use_blob_urls false), reading
@@ -51,178 +51,203 @@ type fileRecord struct {
 // rows the ledger holds), bad records are dead-lettered alone, and a
 // ledger-only commit record conditioned on the file's head closes the
 // generation. See package taskbus for why a crash before the commit is safe.
-func (p *Pipeline) applyTasks(ctx context.Context, st *storages.Import, obj Object, o Observation, counts *Counts) (string, error) {
+func (p *Pipeline) applyTasks(ctx context.Context, st *storages.Import, obj Object, o ledger.Observation, counts *Counts) (ledger.Outcome, error) {
 	if p.reader == nil || p.rows == nil {
-		return "", fault.Permanent(fmt.Errorf("ingest: storage %d: the Tasks import method is not configured: %w", st.ID, ErrUnsupported))
+		return 0, fault.Permanent(fault.Unsupported, fmt.Errorf("ingest: storage %d: the Tasks import method is not configured", st.ID))
 	}
 	if _, err := taskfile.FormatOf(obj.Key); err != nil {
-		return "", fault.Permanent(fmt.Errorf("ingest: gs://%s/%s: %w: %w", obj.Bucket, obj.Key, err, ErrUnsupported))
+		return 0, fault.Permanent(fault.Unsupported, fmt.Errorf("ingest: gs://%s/%s: %w", obj.Bucket, obj.Key, err))
 	}
 	key := taskbus.Key{Project: st.Project, Storage: st.ID, Object: obj.Key}
 	head, err := p.ledger.Head(ctx, key)
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	for range maxConflicts {
-		d := Decide(head, o)
+		d := ledger.Decide(head, o)
 		if d.Kind == "" {
 			return d.Outcome, nil
 		}
-		if d.Kind == taskbus.Tombstone {
+		if d.Kind == ledger.Tombstone {
 			if retry, err := p.appendAt(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation}, &head); retry {
 				continue
 			} else if err != nil {
-				return "", err
+				return 0, err
 			}
 			return d.Outcome, nil
 		}
 		if err := p.hook(ctx, "head"); err != nil {
-			return "", err
+			return 0, err
 		}
-		rows, emitted, err := p.applyRows(ctx, st, obj, key, d.Kind, o, counts)
+		f, err := p.applyRows(ctx, st, obj, key, d.Kind, o, counts)
 		if errors.Is(err, ErrGone) {
-			return metrics.OutcomeStale, nil
+			return ledger.Stale, nil
 		}
 		if err != nil {
-			return "", err
+			return 0, err
 		}
 		if err := p.hook(ctx, "append"); err != nil {
-			return "", err
+			return 0, err
 		}
-		body, _ := json.Marshal(fileRecord{Rows: rows})
+		body, _ := json.Marshal(fileRecord{Rows: f.rows})
 		if retry, err := p.appendAt(ctx, taskbus.Entry{Key: key, Kind: d.Kind, Generation: o.Generation, Ledger: true, Body: body}, &head); retry {
 			continue
 		} else if err != nil {
-			return "", err
+			return 0, err
 		}
 		if err := p.hook(ctx, "appended"); err != nil {
-			return "", err
+			return 0, err
 		}
-		if emitted == 0 {
-			// A new generation with the same records: nothing to tell.
-			return metrics.OutcomeDuplicate, nil
+		switch {
+		case f.lettered > 0:
+			return ledger.DeadLetter, nil
+		case f.emitted > 0:
+			return ledger.Emitted, nil
 		}
-		return metrics.OutcomeEmitted, nil
+		// A new generation with the same records: nothing to tell.
+		return ledger.Duplicate, nil
 	}
-	return "", fmt.Errorf("ingest: storage %d key %q: ledger head kept moving", st.ID, obj.Key)
+	return 0, errHeadMoving(st, obj)
 }
 
-// applyRows appends the row events of one file-level decision and returns
-// the file's record count and how many row events were appended.
-func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Object, key taskbus.Key, kind taskbus.Kind, o Observation, counts *Counts) (int, int, error) {
+// fileImport is one attempt at one generation of a Tasks-mode file: the
+// rows it appends, and the decision on each row's outcome.
+type fileImport struct {
+	p      *Pipeline
+	st     *storages.Import
+	obj    Object
+	key    taskbus.Key
+	o      ledger.Observation
+	counts *Counts
+
+	rows      int // records read (the next row index)
+	emitted   int // row events JetStream acknowledged
+	lettered  int // rows dead-lettered
+	conflicts []int
+	// err is the first failure that leaves the file not done (a row not
+	// appended for a reason a retry may fix, a dead letter not stored).
+	err error
+}
+
+// settled decides on every outcome a row append can have (see
+// taskbus.NewRows): appended, lost a race, refused for good (that row
+// alone is dead-lettered, the rest go on), or not appended (the file is
+// retried; rows already appended are skipped then).
+func (f *fileImport) settled(ctx context.Context, e taskbus.RowEntry, err error) {
+	switch {
+	case err == nil:
+		f.emitted++
+		f.p.metrics.TasksEmitted.WithLabelValues(strconv.FormatInt(f.st.Project, 10), string(e.Kind)).Inc()
+		f.counts.add(e.Kind)
+	case errors.Is(err, taskbus.ErrConflict):
+		f.conflicts = append(f.conflicts, e.Row)
+	case fault.IsPermanent(err):
+		var data []byte
+		if e.Event != nil {
+			data = e.Event.Task
+		}
+		f.letter(ctx, e.Row, fault.CodeOf(err), fmt.Errorf("%s event: %w", e.Kind, err), data)
+	case f.err == nil:
+		f.err = err
+	}
+}
+
+// letter dead-letters one row; the row keeps its previous task.
+func (f *fileImport) letter(ctx context.Context, row int, code fault.Code, cause error, data []byte) {
+	l := deadletter.Letter{
+		Reason: fmt.Sprintf("gs://%s/%s generation %d row %d: %v", f.obj.Bucket, f.obj.Key, f.o.Generation, row, cause),
+		Code:   code,
+		Source: deadletter.Source{StorageID: f.st.ID, Bucket: f.obj.Bucket, Key: f.obj.Key, Generation: strconv.FormatInt(f.o.Generation, 10), Row: &row},
+		Data:   data,
+	}
+	if err := f.p.letters.Write(ctx, l); err != nil {
+		if f.err == nil {
+			f.err = err
+		}
+		return
+	}
+	f.lettered++
+}
+
+// event builds a row's task event.
+func (f *fileImport) event(k ledger.Kind, row int, task json.RawMessage) *taskbus.Event {
+	ev := &taskbus.Event{
+		Event: k, TaskID: taskbus.TaskID(f.st.ID, f.obj.Key, &row), Project: f.st.Project, StorageID: f.st.ID,
+		Bucket: f.obj.Bucket, Key: f.obj.Key, Generation: strconv.FormatInt(f.o.Generation, 10), RowIndex: &row,
+		Source: f.o.Source, EventTime: f.o.EventTime.UTC().Format(time.RFC3339Nano),
+	}
+	if k != ledger.Deleted {
+		ev.Task = task
+	}
+	return ev
+}
+
+// applyRows appends the row events of one file-level decision. It returns
+// an error when the file is not done: then nothing may be committed.
+func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Object, key taskbus.Key, kind ledger.Kind, o ledger.Observation, counts *Counts) (*fileImport, error) {
 	heads, err := p.rows.RowHeads(ctx, key)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	project := strconv.FormatInt(st.Project, 10)
-	emitted := 0
-	var conflicts []taskbus.RowEntry
-	batch := p.rows.NewRows(func(e taskbus.RowEntry, err error) {
-		switch {
-		case err == nil:
-			emitted++
-			p.metrics.TasksEmitted.WithLabelValues(project, string(e.Kind)).Inc()
-			counts.add(e.Kind)
-		case errors.Is(err, taskbus.ErrConflict):
-			conflicts = append(conflicts, e)
-		}
-	})
-	var firstErr error
-	add := func(e taskbus.RowEntry) bool {
+	f := &fileImport{p: p, st: st, obj: obj, key: key, o: o, counts: counts}
+	batch := p.rows.NewRows(func(e taskbus.RowEntry, err error) { f.settled(ctx, e, err) })
+	// add reports whether reading may go on.
+	var batchErr error
+	add := func(row int, k ledger.Kind, hash string, task json.RawMessage) bool {
+		e := taskbus.RowEntry{Key: key, Row: row, Kind: k, Generation: o.Generation, Hash: hash, Event: f.event(k, row, task), Expect: heads[row].Seq}
 		if err := batch.Add(ctx, e); err != nil {
-			firstErr = err
-			return false
+			batchErr = err
 		}
-		return true
+		return batchErr == nil && f.err == nil
 	}
-	event := func(k taskbus.Kind, row int, task json.RawMessage) *taskbus.Event {
-		r := row
-		ev := &taskbus.Event{
-			Event: k, TaskID: taskbus.TaskID(st.ID, obj.Key, &r), Project: st.Project, StorageID: st.ID,
-			Bucket: obj.Bucket, Key: obj.Key, Generation: strconv.FormatInt(o.Generation, 10), RowIndex: &r,
-			Source: o.Source, EventTime: o.EventTime.UTC().Format(time.RFC3339Nano),
+	if kind != ledger.Deleted {
+		err := p.reader.Records(ctx, st, obj, o.Generation, func(r taskfile.Record) bool {
+			f.rows = r.Row + 1
+			if r.Err != nil {
+				code := fault.BadRecord
+				if errors.Is(r.Err, taskfile.ErrTooLarge) {
+					code = fault.TooLarge
+				}
+				f.letter(ctx, r.Row, code, r.Err, r.Raw)
+				return f.err == nil
+			}
+			hash := rowHash(r.Task)
+			k := ledger.DecideRow(heads[r.Row], o.Generation, hash)
+			return k == "" || add(r.Row, k, hash, r.Task)
+		})
+		if err != nil {
+			return nil, err
 		}
-		if k != taskbus.Deleted {
-			ev.Task = task
-		}
-		return ev
 	}
-	deleteRow := func(row int, h taskbus.RowHead) bool {
-		return add(taskbus.RowEntry{Key: key, Row: row, Kind: taskbus.Deleted, Generation: o.Generation, Event: event(taskbus.Deleted, row, nil), Expect: h.Seq})
-	}
-
-	rows := 0
-	if kind == taskbus.Deleted {
-		for row, h := range heads {
-			if h.Live() && !deleteRow(row, h) {
+	if batchErr == nil && f.err == nil {
+		for _, row := range ledger.VanishedRows(heads, f.rows) {
+			if !add(row, ledger.Deleted, "", nil) {
 				break
 			}
 		}
-	} else {
-		var badRows []taskbus.Letter
-		err := p.reader.Records(ctx, st, obj, o.Generation, func(r taskfile.Record) bool {
-			rows = r.Row + 1
-			if r.Err != nil {
-				row := r.Row
-				badRows = append(badRows, taskbus.Letter{
-					Reason: fmt.Sprintf("gs://%s/%s generation %d row %d: %v", obj.Bucket, obj.Key, o.Generation, r.Row, r.Err),
-					Code:   "bad_record", Component: "worker",
-					Source: taskbus.Source{Bucket: obj.Bucket, Key: obj.Key, Generation: strconv.FormatInt(o.Generation, 10), Row: &row},
-					Data:   r.Raw,
-				})
-				return true
-			}
-			hash := rowHash(r.Task)
-			h, seen := heads[r.Row]
-			delete(heads, r.Row)
-			switch {
-			case seen && h.Generation == o.Generation:
-				return true // done by an earlier attempt at this generation
-			case seen && h.Live() && h.Hash == hash:
-				return true // unchanged
-			case seen && h.Live():
-				return add(taskbus.RowEntry{Key: key, Row: r.Row, Kind: taskbus.Updated, Generation: o.Generation, Hash: hash, Event: event(taskbus.Updated, r.Row, r.Task), Expect: h.Seq})
-			default:
-				return add(taskbus.RowEntry{Key: key, Row: r.Row, Kind: taskbus.Created, Generation: o.Generation, Hash: hash, Event: event(taskbus.Created, r.Row, r.Task), Expect: h.Seq})
-			}
-		})
-		if err != nil {
-			return 0, 0, err
-		}
-		if firstErr == nil {
-			// Rows the new generation no longer has.
-			for row, h := range heads {
-				if row >= rows && h.Live() && h.Generation != o.Generation && !deleteRow(row, h) {
-					break
-				}
-			}
-		}
-		for _, l := range badRows {
-			if err := p.rows.DeadLetter(ctx, l); err != nil {
-				return 0, 0, err
-			}
-			p.metrics.DeadLetters.WithLabelValues("worker", l.Code).Inc()
-		}
 	}
-	if firstErr != nil {
-		return 0, 0, firstErr
+	if batchErr != nil {
+		return nil, batchErr
 	}
 	if err := batch.Wait(ctx); err != nil {
-		return 0, 0, err
+		return nil, err
+	}
+	if f.err != nil {
+		return nil, f.err
 	}
 	// A conflicting row was appended by someone else since the heads were
 	// read (a concurrent or crashed attempt). If it already holds this
 	// generation the work is done; otherwise retry the whole file.
-	for _, e := range conflicts {
-		h, err := p.rows.RowHead(ctx, e.Key, e.Row)
+	for _, row := range f.conflicts {
+		h, err := p.rows.RowHead(ctx, key, row)
 		if err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		if h.Generation != o.Generation {
-			return 0, 0, fmt.Errorf("ingest: gs://%s/%s row %d changed under us: %w", obj.Bucket, obj.Key, e.Row, taskbus.ErrConflict)
+			return nil, fault.Transient(fault.Unavailable, fmt.Errorf("ingest: gs://%s/%s row %d changed under us: %w", obj.Bucket, obj.Key, row, taskbus.ErrConflict))
 		}
 	}
-	return rows, emitted, nil
+	return f, nil
 }
 
 func rowHash(task []byte) string {

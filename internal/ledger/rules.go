@@ -1,67 +1,13 @@
-package ingest
+package ledger
 
-import (
-	"time"
-
-	"github.com/labelsync/labelsync/internal/events"
-	"github.com/labelsync/labelsync/internal/metrics"
-	"github.com/labelsync/labelsync/internal/taskbus"
-)
-
-// Sources of an observation, as the task event's "source" field names them.
-const (
-	SourceNotification = "notification"
-	SourceSync         = "sync"
-)
-
-// Observation is what labelsync learned about one generation of one object,
-// from a notification or a bucket listing.
-type Observation struct {
-	// Present is true when Generation exists (FINALIZE, an overwrite seen
-	// from either side, a listing); false for a real delete.
-	Present    bool
-	Generation int64
-	// EventTime is the notification's eventTime, or the object's updated
-	// time for sync.
-	EventTime time.Time
-	Source    string
-	// Overwrite is true when the notification says an older generation
-	// existed: the key is probably imported already.
-	Overwrite bool
-	// AssumeNew lets a sync guess, like a plain FINALIZE does, that the key
-	// is not imported yet, saving the head read when the guess is right
-	// and costing a failed append when it is wrong.
-	AssumeNew bool
-}
-
-// ObservationOf maps a notification to what it says about the object. ok is
-// false for notifications that say nothing about which generation is current
-// (METADATA_UPDATE).
-//
-// An overwrite is an update from either side: FINALIZE(g, overwrote f) says
-// g exists, and DELETE/ARCHIVE(f, overwrittenBy g) says so too, so whichever
-// of the pair arrives first imports g and the other is a duplicate.
-func ObservationOf(obj events.Object) (o Observation, ok bool) {
-	o = Observation{EventTime: obj.EventTime, Source: SourceNotification, Overwrite: obj.IsOverwrite()}
-	switch {
-	case obj.EventType == events.Finalize:
-		o.Present, o.Generation = true, obj.Generation
-	case obj.OverwrittenByGeneration > 0 && (obj.EventType == events.Delete || obj.EventType == events.Archive):
-		o.Present, o.Generation = true, obj.OverwrittenByGeneration
-	case obj.EventType == events.Delete || obj.EventType == events.Archive:
-		o.Present, o.Generation = false, obj.Generation
-	default:
-		return Observation{}, false
-	}
-	return o, true
-}
+import "sort"
 
 // Decision is what to append to a key's ledger, if anything, and the
 // outcome to count.
 type Decision struct {
 	// Kind is empty when nothing is appended.
-	Kind    taskbus.Kind
-	Outcome string
+	Kind    Kind
+	Outcome Outcome
 }
 
 // Decide applies SPEC §2 to one key: given its ledger head, what does this
@@ -73,35 +19,75 @@ type Decision struct {
 // the task — the object is gone whatever generation it had — and leaves the
 // FINALIZE of that generation stale; a delete of a key that is not live
 // leaves a tombstone, so its late FINALIZE is stale too.
-func Decide(h taskbus.Head, o Observation) Decision {
-	emit := func(k taskbus.Kind) Decision { return Decision{Kind: k, Outcome: metrics.OutcomeEmitted} }
+func Decide(h Head, o Observation) Decision {
+	emit := func(k Kind) Decision { return Decision{Kind: k, Outcome: Emitted} }
 	switch {
 	case !h.Exists():
 		if o.Present {
-			return emit(taskbus.Created)
+			return emit(Created)
 		}
-		return Decision{Kind: taskbus.Tombstone, Outcome: metrics.OutcomeStale}
+		return Decision{Kind: Tombstone, Outcome: Stale}
 	case o.Generation < h.Generation:
-		return Decision{Outcome: metrics.OutcomeStale}
+		return Decision{Outcome: Stale}
 	case o.Generation == h.Generation:
 		if o.Present == h.Live() {
-			return Decision{Outcome: metrics.OutcomeDuplicate}
+			return Decision{Outcome: Duplicate}
 		}
 		if o.Present {
 			// Its delete (or tombstone) came first.
-			return Decision{Outcome: metrics.OutcomeStale}
+			return Decision{Outcome: Stale}
 		}
-		return emit(taskbus.Deleted)
+		return emit(Deleted)
 	default: // a newer generation
 		switch {
 		case o.Present && h.Live():
-			return emit(taskbus.Updated)
+			return emit(Updated)
 		case o.Present:
-			return emit(taskbus.Created)
+			return emit(Created)
 		case h.Live():
-			return emit(taskbus.Deleted)
+			return emit(Deleted)
 		default:
-			return Decision{Kind: taskbus.Tombstone, Outcome: metrics.OutcomeStale}
+			return Decision{Kind: Tombstone, Outcome: Stale}
 		}
 	}
+}
+
+// DecideRow is the row diff of SPEC §2 for one record of a generation being
+// imported: given the row's head (the zero RowHead if the row never had a
+// task) and the hash of the record's task, what does the row append? Kind
+// is empty when nothing is appended.
+//
+// A row already at this generation was appended by an earlier attempt at
+// it (a crash, a lost race) and is done; a live row with the same task is
+// unchanged; a live row with another task is updated; anything else (no
+// task yet, or deleted) is created.
+func DecideRow(h RowHead, generation int64, hash string) Kind {
+	switch {
+	case h.Seq != 0 && h.Generation == generation:
+		return ""
+	case h.Live() && h.Hash == hash:
+		return ""
+	case h.Live():
+		return Updated
+	default:
+		return Created
+	}
+}
+
+// VanishedRows returns, in row order, the live rows at index rows or
+// beyond: the tasks a generation of rows records deletes. A deleted file is
+// a generation of no rows. Rows already deleted (by an earlier attempt)
+// are not live and are not returned again.
+//
+// Rows below rows are not here: each has a record, good or bad, and a bad
+// record keeps its row's previous task (it is dead-lettered alone).
+func VanishedRows(heads map[int]RowHead, rows int) []int {
+	var out []int
+	for row, h := range heads {
+		if row >= rows && h.Live() {
+			out = append(out, row)
+		}
+	}
+	sort.Ints(out)
+	return out
 }

@@ -6,32 +6,6 @@ package metrics
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Notification outcomes, in the order SPEC §6 ranks them: a notification is
-// counted once, with the first of these that applies to any of its storages.
-const (
-	OutcomeDeadLetter = "deadletter"
-	OutcomeEmitted    = "emitted"
-	OutcomeDuplicate  = "duplicate"
-	OutcomeStale      = "stale"
-	OutcomeFiltered   = "filtered"
-)
-
-// Rank orders outcomes for "first that applies": lower wins.
-func Rank(outcome string) int {
-	switch outcome {
-	case OutcomeDeadLetter:
-		return 0
-	case OutcomeEmitted:
-		return 1
-	case OutcomeDuplicate:
-		return 2
-	case OutcomeStale:
-		return 3
-	default:
-		return 4
-	}
-}
-
 // Metrics holds every labelsync metric. Components use the ones they need.
 type Metrics struct {
 	Notifications   *prometheus.CounterVec
@@ -47,7 +21,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "labelsync_notifications_total",
-			Help: "GCS notifications handled, by event type and first applicable outcome.",
+			Help: "GCS notifications handled, by event type and first applicable outcome (ledger.Outcome).",
 		}, []string{"event_type", "outcome"}),
 		TasksEmitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "labelsync_tasks_emitted_total",

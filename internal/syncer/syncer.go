@@ -32,12 +32,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
-	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Label Studio's status values.
@@ -89,14 +88,13 @@ type Meta struct {
 }
 
 type applier interface {
-	Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error)
+	Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ledger.Observation, counts *ingest.Counts) (ledger.Outcome, error)
 }
 
 // bus is what the syncer needs of taskbus.Bus besides the pipeline.
 type bus interface {
-	DeadLetter(ctx context.Context, l taskbus.Letter) error
 	LastSeq(ctx context.Context) (uint64, error)
-	LiveHeads(ctx context.Context, project, storage int64, maxSeq uint64, fn func(object string, h taskbus.Head) error) error
+	LiveHeads(ctx context.Context, project, storage int64, maxSeq uint64, fn func(object string, h ledger.Head) error) error
 }
 
 type clientFor func(ctx context.Context, st *storages.Import) (*storage.Client, error)
@@ -389,22 +387,21 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 			}
 			g.Go(func() error {
 				outcome, err := s.apply(gctx, stor, o, pageNew, &counts)
-				pageApplied.Add(1)
-				if outcome == metrics.OutcomeDuplicate || outcome == metrics.OutcomeStale {
-					pageDup.Add(1)
-				}
-				switch {
-				case err != nil && fault.IsPermanent(err):
-					errs.Add(1)
-					s.metrics.SyncObjects.WithLabelValues(storageLabel, metrics.OutcomeDeadLetter).Inc()
-					return s.deadLetter(gctx, stor, o, err)
-				case err != nil:
+				if err != nil {
 					return err
 				}
-				if outcome == metrics.OutcomeDuplicate {
+				pageApplied.Add(1)
+				switch outcome {
+				case ledger.Duplicate:
 					already.Add(1)
+					pageDup.Add(1)
+				case ledger.Stale:
+					pageDup.Add(1)
+				case ledger.DeadLetter:
+					// The pipeline stored it, once per generation.
+					errs.Add(1)
 				}
-				s.metrics.SyncObjects.WithLabelValues(storageLabel, outcome).Inc()
+				s.metrics.SyncObjects.WithLabelValues(storageLabel, outcome.String()).Inc()
 				return nil
 			})
 		}
@@ -489,7 +486,7 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 // that no longer exist. A key this run did not list is checked with GCS
 // before it is deleted: it may have been listed before a resume.
 func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *storage.Client, maxSeq uint64, seen map[string]struct{}, counts *ingest.Counts) error {
-	return s.dl.LiveHeads(ctx, stor.Project, stor.ID, maxSeq, func(object string, h taskbus.Head) error {
+	return s.dl.LiveHeads(ctx, stor.Project, stor.ID, maxSeq, func(object string, h ledger.Head) error {
 		if _, ok := seen[object]; ok || !stor.Matches(object) {
 			return nil
 		}
@@ -500,7 +497,7 @@ func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *s
 		if !errors.Is(err, storage.ErrObjectNotExist) {
 			return fmt.Errorf("syncer: reconcile gs://%s/%s: %w", stor.Bucket, object, gcs.Classify(err))
 		}
-		obs := ingest.Observation{Present: false, Generation: h.Generation, EventTime: time.Now(), Source: ingest.SourceSync}
+		obs := ledger.Observation{Present: false, Generation: h.Generation, EventTime: time.Now(), Source: ledger.SourceSync}
 		_, err = s.pipeline.Apply(ctx, stor, ingest.Object{Bucket: stor.Bucket, Key: object}, obs, counts)
 		return err
 	})
@@ -508,38 +505,22 @@ func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *s
 
 // apply retries transient failures of one object a few times: one flaky
 // object should not fail a long sync (the checkpoint would resume it, but
-// from the page start).
-func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, assumeNew bool, counts *ingest.Counts) (string, error) {
-	obs := ingest.Observation{Present: true, Generation: o.Generation, EventTime: o.Updated, Source: ingest.SourceSync, AssumeNew: assumeNew}
+// from the page start). A permanent failure never reaches here: the
+// pipeline dead-letters it and reports ledger.DeadLetter.
+func (s *Syncer) apply(ctx context.Context, st *storages.Import, o gcs.Object, assumeNew bool, counts *ingest.Counts) (ledger.Outcome, error) {
+	obs := ledger.Observation{Present: true, Generation: o.Generation, EventTime: o.Updated, Source: ledger.SourceSync, AssumeNew: assumeNew}
 	var err error
 	for attempt := range 5 {
-		var outcome string
+		var outcome ledger.Outcome
 		outcome, err = s.pipeline.Apply(ctx, st, ingest.Object{Bucket: st.Bucket, Key: o.Key}, obs, counts)
-		if err == nil || fault.IsPermanent(err) {
-			return outcome, err
+		if err == nil {
+			return outcome, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
 		}
 	}
-	return "", err
-}
-
-func (s *Syncer) deadLetter(ctx context.Context, st *storages.Import, o gcs.Object, cause error) error {
-	l := taskbus.Letter{
-		Reason:    cause.Error(), // DeadLetter makes it one line
-		Code:      "sync_object",
-		Component: "worker",
-		Source:    taskbus.Source{Bucket: st.Bucket, Key: o.Key, Generation: strconv.FormatInt(o.Generation, 10)},
-	}
-	if errors.Is(cause, ingest.ErrUnsupported) {
-		l.Code = "unsupported"
-	}
-	if err := s.dl.DeadLetter(ctx, l); err != nil {
-		return err
-	}
-	s.metrics.DeadLetters.WithLabelValues("worker", l.Code).Inc()
-	return nil
+	return 0, err
 }

@@ -12,14 +12,15 @@ import (
 	"time"
 
 	"cloud.google.com/go/storage"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/devstack"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/metrics"
-	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
@@ -51,23 +52,7 @@ func newEnv(t *testing.T, objects int) *env {
 			t.Fatal(err)
 		}
 	}
-	srv, err := natsembed.Start(natsembed.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	bus, err := taskbus.New(nc, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
-		t.Fatal(err)
-	}
+	bus := natstest.NewBus(t)
 	st := storages.Import{ID: 1, Project: 7, Bucket: "acme-raw", Prefix: "incoming", UseBlobURLs: true}
 	if err := st.Normalize(); err != nil {
 		t.Fatal(err)
@@ -101,7 +86,7 @@ type cancelAfter struct {
 	cancel context.CancelFunc
 }
 
-func (c *cancelAfter) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error) {
+func (c *cancelAfter) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ledger.Observation, counts *ingest.Counts) (ledger.Outcome, error) {
 	if c.done.Add(1) == c.n {
 		c.cancel()
 	}
@@ -137,7 +122,7 @@ func createdCount(t *testing.T, b *taskbus.Bus) (int, map[string]int) {
 func TestSyncKilledAndResumed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 400)
-	pipeline := ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pipeline := ingest.New(e.bus, deadletter.NewWriter(e.bus, "worker", e.m, slog.New(slog.DiscardHandler)), e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	first := e.syncer(t, &cancelAfter{p: pipeline, n: 170, cancel: cancel})
@@ -189,7 +174,7 @@ func TestSyncKilledAndResumed(t *testing.T) {
 func TestRequestWhileRunningReturnsIt(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 10)
-	s := e.syncer(t, ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	s := e.syncer(t, ingest.New(e.bus, deadletter.NewWriter(e.bus, "worker", e.m, slog.New(slog.DiscardHandler)), e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	first, err := s.Request(context.Background(), 1, false)
 	if err != nil || first.Status != StatusQueued {
 		t.Fatalf("first request: %+v, %v", first, err)
@@ -225,7 +210,7 @@ func TestRequestWhileRunningReturnsIt(t *testing.T) {
 func TestReconcileDeletesTasksOfMissingObjects(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 20)
-	s := e.syncer(t, ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	s := e.syncer(t, ingest.New(e.bus, deadletter.NewWriter(e.bus, "worker", e.m, slog.New(slog.DiscardHandler)), e.m, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	ctx := context.Background()
 	if _, err := s.RunNow(ctx, 1, false, nil); err != nil {
 		t.Fatal(err)
@@ -262,7 +247,7 @@ type slowApplier struct {
 	calls atomic.Int64
 }
 
-func (a *slowApplier) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ingest.Observation, counts *ingest.Counts) (string, error) {
+func (a *slowApplier) Apply(ctx context.Context, st *storages.Import, obj ingest.Object, o ledger.Observation, counts *ingest.Counts) (ledger.Outcome, error) {
 	a.calls.Add(1)
 	time.Sleep(30 * time.Millisecond)
 	return a.p.Apply(ctx, st, obj, o, counts)
@@ -271,7 +256,7 @@ func (a *slowApplier) Apply(ctx context.Context, st *storages.Import, obj ingest
 func TestRequestWhileInProgressStartsNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 10)
-	slow := &slowApplier{p: ingest.New(e.bus, e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	slow := &slowApplier{p: ingest.New(e.bus, deadletter.NewWriter(e.bus, "worker", e.m, slog.New(slog.DiscardHandler)), e.m, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 	s := e.syncer(t, slow)
 	s.Concurrency = 1
 	ctx, cancel := context.WithCancel(context.Background())

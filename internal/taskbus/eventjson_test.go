@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/labelsync/labelsync/internal/ledger"
 )
 
 func TestEventJSONMatchesEncodingJSON(t *testing.T) {
@@ -13,8 +15,8 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 	keys := []string{"incoming/cat 1.jpg", `q"uo\te`, "ctl\x00\x01\x1f\n\r\t", "ünï/ködé.png", "bad\xffutf8", "a#b?c%d", "<html>&amp;", "line\u2028sep\u2029"}
 	for _, k := range keys {
 		for _, ev := range []Event{
-			{Event: Created, TaskID: "abc", Project: 7, StorageID: 1, Bucket: "b", Key: k, Generation: "17", Source: "notification", EventTime: "2026-11-27T14:30:03.098Z", Task: json.RawMessage(`{"data":{"x":1}}`)},
-			{Event: Deleted, TaskID: "abc", Project: 7, StorageID: 1, Bucket: "b", Key: k, Generation: "17", RowIndex: &row, Source: "sync", EventTime: "t"},
+			{Event: ledger.Created, TaskID: "abc", Project: 7, StorageID: 1, Bucket: "b", Key: k, Generation: "17", Source: "notification", EventTime: "2026-11-27T14:30:03.098Z", Task: json.RawMessage(`{"data":{"x":1}}`)},
+			{Event: ledger.Deleted, TaskID: "abc", Project: 7, StorageID: 1, Bucket: "b", Key: k, Generation: "17", RowIndex: &row, Source: "sync", EventTime: "t"},
 		} {
 			got, err := json.Marshal(&ev)
 			if err != nil {
@@ -35,7 +37,7 @@ func TestEventJSONMatchesEncodingJSON(t *testing.T) {
 }
 
 func BenchmarkEventJSON(b *testing.B) {
-	ev := Event{Event: Created, TaskID: "4a0d312cc93d2f232ead9686f1d1de04", Project: 7, StorageID: 1, Bucket: "acme-raw", Key: "incoming/cat 1.jpg", Generation: "1795798335161749", Source: "notification", EventTime: "2026-11-27T16:52:15Z", Task: json.RawMessage(`{"data":{"$undefined$":"gs://acme-raw/incoming/cat 1.jpg"}}`)}
+	ev := Event{Event: ledger.Created, TaskID: "4a0d312cc93d2f232ead9686f1d1de04", Project: 7, StorageID: 1, Bucket: "acme-raw", Key: "incoming/cat 1.jpg", Generation: "1795798335161749", Source: "notification", EventTime: "2026-11-27T16:52:15Z", Task: json.RawMessage(`{"data":{"$undefined$":"gs://acme-raw/incoming/cat 1.jpg"}}`)}
 	type plain Event
 	b.Run("ours", func(b *testing.B) {
 		for b.Loop() {

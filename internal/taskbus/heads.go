@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/ledger"
 )
 
 // LastSeq is the task stream's last sequence: heads at or below it existed
@@ -24,7 +26,7 @@ func (b *Bus) LastSeq(ctx context.Context) (uint64, error) {
 
 // LiveHeads calls fn for every key of (project, storage) whose head is live
 // and at or below maxSeq, with the key's object name. It reads headers only.
-func (b *Bus) LiveHeads(ctx context.Context, project, storage int64, maxSeq uint64, fn func(object string, h Head) error) error {
+func (b *Bus) LiveHeads(ctx context.Context, project, storage int64, maxSeq uint64, fn func(object string, h ledger.Head) error) error {
 	filter := "labelsync.*." + strconv.FormatInt(project, 10) + ".*." + strconv.FormatInt(storage, 10) + ".*"
 	cons, err := b.js.OrderedConsumer(ctx, TasksStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
@@ -45,7 +47,7 @@ func (b *Bus) LiveHeads(ctx context.Context, project, storage int64, maxSeq uint
 	// newest of them.
 	type last struct {
 		object string
-		head   Head
+		head   ledger.Head
 	}
 	heads := map[string]last{}
 	it, err := cons.Messages()
@@ -66,7 +68,7 @@ func (b *Bus) LiveHeads(ctx context.Context, project, storage int64, maxSeq uint
 		subj := m.Subject()
 		hash := subj[len(subj)-32:]
 		gen, _ := strconv.ParseInt(m.Headers().Get(hdrGeneration), 10, 64)
-		h := Head{Seq: md.Sequence.Stream, Generation: gen, Kind: Kind(m.Headers().Get(hdrEvent))}
+		h := ledger.Head{Seq: md.Sequence.Stream, Generation: gen, Kind: ledger.Kind(m.Headers().Get(hdrEvent))}
 		if cur, ok := heads[hash]; !ok || h.Seq > cur.head.Seq {
 			heads[hash] = last{object: m.Headers().Get(hdrKey), head: h}
 		}

@@ -8,6 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/ledger"
 )
 
 // Tasks-mode files have two levels in the ledger. The file's head is a
@@ -21,20 +24,7 @@ import (
 
 const hdrRowHash = "Labelsync-Row-Hash"
 
-// RowHead is the newest event of one record of a Tasks-mode file.
-type RowHead struct {
-	Seq        uint64
-	Generation int64
-	Kind       Kind
-	// Hash is the content hash of the task the row holds (empty after a
-	// delete), to tell changed rows from unchanged ones.
-	Hash string
-}
-
-// Live reports whether the row's task exists.
-func (h RowHead) Live() bool { return h.Kind == Created || h.Kind == Updated }
-
-func (k Key) rowSubject(kind Kind, row int) string {
+func (k Key) rowSubject(kind ledger.Kind, row int) string {
 	return fmt.Sprintf("%s.%d.%s.%d.%s.%d", tasksRoot, k.Project, kind, k.Storage, k.Hash(), row)
 }
 
@@ -49,7 +39,7 @@ func (k Key) rowsFilter() string {
 // RowHeads returns the newest event of every row of k's file, by row index.
 // It reads headers only, through an ordered consumer that starts at the last
 // message of each subject.
-func (b *Bus) RowHeads(ctx context.Context, k Key) (map[int]RowHead, error) {
+func (b *Bus) RowHeads(ctx context.Context, k Key) (map[int]ledger.RowHead, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*b.timeout)
 	defer cancel()
 	cons, err := b.js.OrderedConsumer(ctx, TasksStream, jetstream.OrderedConsumerConfig{
@@ -64,7 +54,7 @@ func (b *Bus) RowHeads(ctx context.Context, k Key) (map[int]RowHead, error) {
 	if err != nil {
 		return nil, classify("row heads", err)
 	}
-	heads := map[int]RowHead{}
+	heads := map[int]ledger.RowHead{}
 	if info.NumPending == 0 {
 		return heads, nil
 	}
@@ -107,29 +97,29 @@ func (b *Bus) RowHeads(ctx context.Context, k Key) (map[int]RowHead, error) {
 	}
 }
 
-func parseRowHead(subject string, hdr nats.Header, seq uint64) (int, RowHead, error) {
+func parseRowHead(subject string, hdr nats.Header, seq uint64) (int, ledger.RowHead, error) {
 	i := len(subject) - 1
 	for i >= 0 && subject[i] != '.' {
 		i--
 	}
 	row, err := strconv.Atoi(subject[i+1:])
 	if err != nil {
-		return 0, RowHead{}, fmt.Errorf("taskbus: row subject %s: %w", subject, err)
+		return 0, ledger.RowHead{}, fmt.Errorf("taskbus: row subject %s: %w", subject, err)
 	}
 	gen, err := strconv.ParseInt(hdr.Get(hdrGeneration), 10, 64)
 	if err != nil {
-		return 0, RowHead{}, fmt.Errorf("taskbus: row %s generation: %w", subject, err)
+		return 0, ledger.RowHead{}, fmt.Errorf("taskbus: row %s generation: %w", subject, err)
 	}
-	return row, RowHead{Seq: seq, Generation: gen, Kind: Kind(hdr.Get(hdrEvent)), Hash: hdr.Get(hdrRowHash)}, nil
+	return row, ledger.RowHead{Seq: seq, Generation: gen, Kind: ledger.Kind(hdr.Get(hdrEvent)), Hash: hdr.Get(hdrRowHash)}, nil
 }
 
 // RowHead reads the newest event of one row.
-func (b *Bus) RowHead(ctx context.Context, k Key, row int) (RowHead, error) {
+func (b *Bus) RowHead(ctx context.Context, k Key, row int) (ledger.RowHead, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	m, err := b.lastMsg(ctx, k.rowFilter(row))
 	if err != nil || m == nil {
-		return RowHead{}, err
+		return ledger.RowHead{}, err
 	}
 	_, h, err := parseRowHead(m.subject, m.header, m.seq)
 	return h, err
@@ -139,7 +129,7 @@ func (b *Bus) RowHead(ctx context.Context, k Key, row int) (RowHead, error) {
 type RowEntry struct {
 	Key        Key
 	Row        int
-	Kind       Kind
+	Kind       ledger.Kind
 	Generation int64
 	Hash       string
 	Event      *Event
@@ -165,13 +155,27 @@ type rowPending struct {
 // keep JetStream busy, small enough to bound memory.
 const maxRowsInFlight = 512
 
-// NewRows starts a batch of row appends; done is called once per entry,
-// with nil, ErrConflict or another error, in the order entries were added.
+// NewRows starts a batch of row appends. done is called exactly once per
+// entry, on the goroutine calling Add or Wait, with the entry's own
+// outcome, which the caller must decide on:
+//
+//   - nil: the row event is in the stream;
+//   - ErrConflict: the row's head moved (someone else appended);
+//   - a permanent fault (fault.TooLarge: the event is over what the server
+//     or the stream accepts): this row can never be appended, the others
+//     are unaffected;
+//   - any other error: the row was not appended and may be on a retry.
+//
+// An entry whose outcome is not known yet when Add or Wait fail for the
+// batch as a whole gets no call: the batch's error says the file is not done.
 func (b *Bus) NewRows(done func(RowEntry, error)) *Rows {
 	return &Rows{b: b, done: done}
 }
 
-// Add publishes e without waiting for its acknowledgement.
+// Add publishes e without waiting for its acknowledgement. It returns an
+// error only when the batch cannot go on (the context ended, JetStream did
+// not acknowledge in time, the connection refused the publish); a refusal
+// of e alone goes to done.
 func (r *Rows) Add(ctx context.Context, e RowEntry) error {
 	if len(r.pending) >= maxRowsInFlight {
 		if err := r.settle(ctx, len(r.pending)/2); err != nil {
@@ -187,9 +191,22 @@ func (r *Rows) Add(ctx context.Context, e RowEntry) error {
 	if e.Hash != "" {
 		msg.Header.Set(hdrRowHash, e.Hash)
 	}
+	if err := r.b.fits(TasksStream, msg); err != nil {
+		r.done(e, err)
+		return nil
+	}
+	if err := r.b.injected(msg.Subject); err != nil {
+		// As if the asynchronous publish had failed with err.
+		r.done(e, classify("row append", err))
+		return nil
+	}
 	fut, err := r.b.js.PublishMsgAsync(msg)
 	if err != nil {
-		return classify("row append", err)
+		if err = classify("row append", err); fault.IsPermanent(err) {
+			r.done(e, err)
+			return nil
+		}
+		return err
 	}
 	r.pending = append(r.pending, rowPending{e: e, fut: fut})
 	return nil
@@ -201,16 +218,18 @@ func (r *Rows) Wait(ctx context.Context) error { return r.settle(ctx, len(r.pend
 func (r *Rows) settle(ctx context.Context, n int) error {
 	timeout := time.NewTimer(r.b.timeout)
 	defer timeout.Stop()
-	for _, p := range r.pending[:n] {
+	for i, p := range r.pending[:n] {
 		select {
 		case <-p.fut.Ok():
 			r.done(p.e, nil)
 		case err := <-p.fut.Err():
 			r.done(p.e, classify("row append", err))
 		case <-ctx.Done():
+			r.pending = r.pending[i:]
 			return ctx.Err()
 		case <-timeout.C:
-			return fmt.Errorf("taskbus: row append: %w", jetstream.ErrAsyncPublishTimeout)
+			r.pending = r.pending[i:]
+			return fault.Transient(fault.Unavailable, fmt.Errorf("taskbus: row append: %w", jetstream.ErrAsyncPublishTimeout))
 		}
 	}
 	r.pending = append(r.pending[:0], r.pending[n:]...)

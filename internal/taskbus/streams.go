@@ -2,7 +2,9 @@ package taskbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,20 +42,49 @@ func StreamConfigs() map[string]jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates the named streams, or updates them to labelsync's
-// configuration.
+// EnsureStreams creates the named streams that are missing, with
+// labelsync's configuration. A stream that exists keeps what an operator
+// set (replicas, size caps, placement, limits that keep every head): only
+// subjects labelsync needs and the stream lacks are added. It also reads
+// each stream's max_msg_size, for MaxMessageBytes.
 func (b *Bus) EnsureStreams(ctx context.Context, names ...string) error {
 	cfgs := StreamConfigs()
 	for _, name := range names {
-		cfg, ok := cfgs[name]
+		want, ok := cfgs[name]
 		if !ok {
 			return fmt.Errorf("taskbus: unknown stream %q", name)
 		}
-		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		s, err := b.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s, err = b.js.CreateStream(ctx, want)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				// Another process created it first.
+				s, err = b.js.Stream(ctx, name)
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("taskbus: stream %s: %w", name, err)
 		}
+		cfg := s.CachedInfo().Config
+		if missing := missingSubjects(cfg.Subjects, want.Subjects); len(missing) > 0 {
+			cfg.Subjects = append(cfg.Subjects, missing...)
+			if s, err = b.js.UpdateStream(ctx, cfg); err != nil {
+				return fmt.Errorf("taskbus: stream %s: add subjects %v: %w", name, missing, err)
+			}
+		}
+		b.limits.Store(name, int64(s.CachedInfo().Config.MaxMsgSize))
 	}
 	return nil
+}
+
+func missingSubjects(have, want []string) []string {
+	var missing []string
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }
 
 // StreamsExist reports whether every named stream exists, for readiness.

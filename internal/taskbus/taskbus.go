@@ -39,6 +39,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/ledger"
 )
 
 // Stream names and subject roots, fixed by SPEC §2 and §3.
@@ -59,18 +60,6 @@ const (
 	hdrKey        = "Labelsync-Key"
 	hdrExpectSeq  = "Nats-Expected-Last-Subject-Sequence"
 	hdrExpectSubj = "Nats-Expected-Last-Subject-Sequence-Subject"
-)
-
-// Kind is what an Append records for a key.
-type Kind string
-
-// The kinds. Created, Updated and Deleted are task events consumers see;
-// Tombstone is ledger-only.
-const (
-	Created   Kind = "created"
-	Updated   Kind = "updated"
-	Deleted   Kind = "deleted"
-	Tombstone Kind = "tombstone"
 )
 
 // ErrConflict means the key's head moved since it was read: read it again
@@ -96,9 +85,9 @@ func (k Key) filter(hash string) string {
 	return "labelsync.*." + strconv.FormatInt(k.Project, 10) + ".*." + strconv.FormatInt(k.Storage, 10) + "." + hash
 }
 
-func (k Key) subject(kind Kind, ledger bool, hash string) string {
+func (k Key) subject(kind ledger.Kind, ledgerOnly bool, hash string) string {
 	root := tasksRoot
-	if ledger || kind == Tombstone {
+	if ledgerOnly || kind == ledger.Tombstone {
 		root = ledgerRoot
 	}
 	return root + "." + strconv.FormatInt(k.Project, 10) + "." + string(kind) + "." + strconv.FormatInt(k.Storage, 10) + "." + hash
@@ -107,23 +96,9 @@ func (k Key) subject(kind Kind, ledger bool, hash string) string {
 // TaskSubjects is the filter a consumer of one project's task events uses.
 func TaskSubjects(project int64) string { return fmt.Sprintf("%s.%d.>", tasksRoot, project) }
 
-// Head is the newest ledger entry of a key. The zero Head means the key was
-// never seen.
-type Head struct {
-	Seq        uint64
-	Generation int64
-	Kind       Kind
-}
-
-// Exists reports whether the key has any entry.
-func (h Head) Exists() bool { return h.Seq != 0 }
-
-// Live reports whether the key's newest entry is an imported generation.
-func (h Head) Live() bool { return h.Kind == Created || h.Kind == Updated }
-
 // Event is the body of a task event (SPEC §2).
 type Event struct {
-	Event      Kind            `json:"event"`
+	Event      ledger.Kind     `json:"event"`
 	TaskID     string          `json:"task_id"`
 	Project    int64           `json:"project"`
 	StorageID  int64           `json:"storage_id"`
@@ -139,7 +114,7 @@ type Event struct {
 // Entry is one append to a key's ledger.
 type Entry struct {
 	Key        Key
-	Kind       Kind
+	Kind       ledger.Kind
 	Generation int64
 	// Event is the task event body; nil for a Tombstone.
 	Event *Event
@@ -161,10 +136,27 @@ type Bus struct {
 	js jetstream.JetStream
 	// Timeout bounds each JetStream round trip.
 	timeout time.Duration
+	// limits holds each stream's max_msg_size as EnsureStreams found it
+	// (stream name → bytes; absent or <= 0: no stream limit).
+	limits sync.Map
+	// fault, when set, answers a publish instead of JetStream (tests).
+	fault func(subject string) error
+}
+
+// Option adjusts a Bus.
+type Option func(*Bus)
+
+// WithPublishFault injects failures, for tests: f is called before every
+// task-stream publish (Append, Rows.Add) with the message's subject, and a
+// non-nil error is taken as JetStream's answer to that publish (a
+// *jetstream.APIError, nats.ErrTimeout, nats.ErrMaxPayload…), classified
+// as a real answer would be.
+func WithPublishFault(f func(subject string) error) Option {
+	return func(b *Bus) { b.fault = f }
 }
 
 // New wraps a connection. timeout bounds each JetStream request (0: 10s).
-func New(nc *nats.Conn, timeout time.Duration) (*Bus, error) {
+func New(nc *nats.Conn, timeout time.Duration, opts ...Option) (*Bus, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
@@ -172,7 +164,19 @@ func New(nc *nats.Conn, timeout time.Duration) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("taskbus: %w", err)
 	}
-	return &Bus{nc: nc, js: js, timeout: timeout}, nil
+	b := &Bus{nc: nc, js: js, timeout: timeout}
+	for _, o := range opts {
+		o(b)
+	}
+	return b, nil
+}
+
+// injected is the answer WithPublishFault gives for subject, if any.
+func (b *Bus) injected(subject string) error {
+	if b.fault == nil {
+		return nil
+	}
+	return b.fault(subject)
 }
 
 // JetStream exposes the JetStream context, for consumers in tests and tools.
@@ -201,6 +205,12 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 		// The object's name, for reconciliation, which walks heads by
 		// subject and has only the key's hash there.
 		e.Key.Object,
+	}
+	if err := b.fits(TasksStream, &m.msg); err != nil {
+		return Result{}, err
+	}
+	if err := b.injected(m.msg.Subject); err != nil {
+		return Result{}, classify("append", err)
 	}
 	seq, err := b.publish(ctx, &m.msg)
 	if err != nil {
@@ -249,16 +259,16 @@ func (m *appendMsg) release() {
 }
 
 // Head reads the newest ledger entry of k.
-func (b *Bus) Head(ctx context.Context, k Key) (Head, error) {
+func (b *Bus) Head(ctx context.Context, k Key) (ledger.Head, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeout)
 	defer cancel()
 	m, err := b.lastMsg(ctx, k.filter(k.Hash()))
 	if err != nil || m == nil {
-		return Head{}, err
+		return ledger.Head{}, err
 	}
-	h := Head{Seq: m.seq, Kind: Kind(m.header.Get(hdrEvent))}
+	h := ledger.Head{Seq: m.seq, Kind: ledger.Kind(m.header.Get(hdrEvent))}
 	if h.Generation, err = strconv.ParseInt(m.header.Get(hdrGeneration), 10, 64); err != nil {
-		return Head{}, fmt.Errorf("taskbus: head %s: generation: %w", m.subject, err)
+		return ledger.Head{}, fmt.Errorf("taskbus: head %s: generation: %w", m.subject, err)
 	}
 	return h, nil
 }
@@ -305,20 +315,34 @@ func (b *Bus) lastMsg(ctx context.Context, filter string) (*storedMsg, error) {
 	return &storedMsg{subject: r.Message.Subject, seq: r.Message.Seq, header: hdr}, nil
 }
 
-// classify maps JetStream errors to ErrConflict, permanent or transient.
+// classify maps a NATS or JetStream error to ErrConflict (the head moved),
+// a permanent fault.TooLarge (the message is over the server's max_payload
+// or the stream's max_msg_size or header limit: it never fits), or a
+// transient fault.Unavailable (everything else: no responders, timeouts, a
+// closed connection, a stream being recreated). A context that ended is
+// left for fault.Of to read as a shutdown.
 func classify(op string, err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			return ErrConflict
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum, jsErrCodeHeaderExceedsMaximum:
+			return fault.Permanent(fault.TooLarge, fmt.Errorf("taskbus: %s: %w", op, err))
 		}
 	}
-	if errors.Is(err, nats.ErrMaxPayload) {
-		return fault.Permanent(fmt.Errorf("taskbus: %s: %w", op, err))
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return fault.Permanent(fault.TooLarge, fmt.Errorf("taskbus: %s: %w", op, err))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("taskbus: %s: %w", op, err)
 	}
-	return fmt.Errorf("taskbus: %s: %w", op, err)
+	return fault.Transient(fault.Unavailable, fmt.Errorf("taskbus: %s: %w", op, err))
 }
+
+// jsErrCodeHeaderExceedsMaximum is nats-server's JSStreamHeaderExceedsMaximumErr
+// (headers over 64 KiB), which nats.go does not name.
+const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 
 // TaskID is the stable id of a task: the same for every generation of the
 // object and after a delete and re-upload, so consumers can update in place.

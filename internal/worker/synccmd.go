@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/secrets"
@@ -76,5 +77,6 @@ func (w *Worker) prepare(ctx context.Context) error {
 	if w.bus, err = taskbus.New(w.nc, 10*time.Second); err != nil {
 		return err
 	}
+	w.letters = deadletter.NewWriter(w.bus, Component, w.m, w.logger)
 	return w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream)
 }

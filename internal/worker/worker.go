@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +24,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/deadletter"
-	"github.com/labelsync/labelsync/internal/events"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/gpubsub"
@@ -58,6 +56,7 @@ type Worker struct {
 	embedded *natsembed.Server
 	nc       *nats.Conn
 	bus      *taskbus.Bus
+	letters  *deadletter.Writer
 	psClient *pubsub.Client
 	sub      *gpubsub.Subscriber
 	handle   message.HandlerFunc
@@ -117,11 +116,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		return nil, err
 	}
 	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)
-	// The failure path around the handler: panics and permanent failures
-	// are dead-lettered, then acked; transient ones retried with backoff,
-	// then nacked for redelivery.
-	w.handle = deadletter.Middleware(w.bus, Component, deadLetterCode, deadletter.Retry{}, w.m, logger)(
-		func(m *message.Message) ([]*message.Message, error) { return nil, handler.Handle(m) })
+	// The failure path around the handler (package deadletter): panics and
+	// permanent failures are dead-lettered, then acked; transient ones
+	// retried with backoff, then nacked for redelivery.
+	failures, err := deadletter.Middleware(w.letters, deadletter.DefaultRetry(), logger)
+	if err != nil {
+		return nil, err
+	}
+	w.handle = failures(func(m *message.Message) ([]*message.Message, error) { return nil, handler.Handle(m) })
 
 	if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("LABELSYNC_HTTP_ADDR: listen on %s: %w", cfg.HTTPAddr, err)
@@ -150,7 +152,7 @@ func loadStorages(path string, box *secrets.Box) (*storages.Set, []storages.Expo
 func (w *Worker) pipeline(opts ...ingest.Option) *ingest.Pipeline {
 	reader := ingest.NewGCSReader(w.clientFor, w.cfg.MaxObjectBytes, taskfile.Options{})
 	opts = append([]ingest.Option{ingest.WithTasks(reader, w.bus)}, opts...)
-	return ingest.New(w.bus, w.m, w.logger, opts...)
+	return ingest.New(w.bus, w.letters, w.m, w.logger, opts...)
 }
 
 // clientFor is the storage client of a source storage: its own
@@ -158,7 +160,7 @@ func (w *Worker) pipeline(opts ...ingest.Option) *ingest.Pipeline {
 func (w *Worker) clientFor(ctx context.Context, st *storages.Import) (*storage.Client, error) {
 	creds, err := st.Credentials(w.secrets)
 	if err != nil {
-		return nil, fault.Permanent(fmt.Errorf("worker: storage %d credentials: %w", st.ID, err))
+		return nil, fault.Permanent(fault.BadCredentials, fmt.Errorf("worker: storage %d credentials: %w", st.ID, err))
 	}
 	return w.clients.For(ctx, creds)
 }
@@ -190,20 +192,6 @@ func (w *Worker) connectNATS(ctx context.Context) error {
 		return fmt.Errorf("LABELSYNC_NATS_URL: connect to %s: %w", url, err)
 	}
 	return nil
-}
-
-func deadLetterCode(err error) string {
-	switch {
-	case errors.Is(err, events.ErrMalformed):
-		return "malformed_notification"
-	case errors.Is(err, ingest.ErrUnsupported):
-		return "unsupported"
-	case errors.Is(err, gcs.ErrTooLarge):
-		return "too_large"
-	case strings.Contains(err.Error(), "handler panicked"):
-		return "panic"
-	}
-	return "permanent_error"
 }
 
 // HTTPAddr is the address the HTTP server listens on.

@@ -11,18 +11,14 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 
 	"github.com/labelsync/labelsync/internal/config"
-	"github.com/labelsync/labelsync/internal/natsembed"
+	"github.com/labelsync/labelsync/internal/natstest"
 )
 
 func testConfig(t *testing.T) Config {
 	t.Helper()
 	ps := pstest.NewServer()
 	t.Cleanup(func() { _ = ps.Close() })
-	ns, err := natsembed.Start(natsembed.Options{Addr: "127.0.0.1:0", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.Server(t)
 	return Config{
 		NATSURL: ns.URL(), HTTPAddr: "127.0.0.1:0", PubsubProject: "acme", PubsubSubscription: "gcs-uploads",
 		PubsubStreams: 2, PubsubMaxOutstanding: 10, ShutdownTimeout: 5 * time.Second,
