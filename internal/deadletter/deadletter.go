@@ -18,7 +18,8 @@
 //	Retry         transient and unclassified failures are retried in place
 //	              with exponential backoff; permanent ones are not. A
 //	              transient failure left after the retries is returned, and
-//	              the transport redelivers the message.
+//	              the transport redelivers the message. (The first attempt
+//	              is made before Retry is entered: see retryFailed.)
 //	panics        a recovered panic is permanent (fault.Panic): the same
 //	              input would panic again. Its stack goes to the log.
 //	Recoverer     Watermill's: a panic becomes an error.
@@ -46,7 +47,7 @@ import (
 const codeKey = "_labelsync_fault_code"
 
 // DefaultRetry is the in-place retry of a transient failure: 5 retries
-// from 100 ms, doubling to at most 5 s, with 25 % jitter (about 3 s in all
+// from 100 ms, doubling to at most 5 s, with 25 % jitter (about 2 s in all
 // before the message is handed back).
 func DefaultRetry() middleware.Retry {
 	return middleware.Retry{
@@ -68,8 +69,38 @@ func Middleware(w *Writer, retry middleware.Retry, logger *slog.Logger) (message
 		return nil, fmt.Errorf("deadletter: %w", err)
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
-		return unstored(poison(exhausted(retry.Middleware(panics(middleware.Recoverer(h), logger)))))
+		inner := panics(middleware.Recoverer(h), logger)
+		return unstored(poison(exhausted(retryFailed(inner, retry))))
 	}, nil
+}
+
+// retryFailed makes the first attempt itself and hands only a failed one to
+// Watermill's Retry, which then makes the retries. Retry builds its backoff
+// and closures on every call: measured with BenchmarkMiddleware, 590–617 ns
+// and 13 allocations (544 B) per message that succeeds at once, 3.5–4 % of
+// the 15–17.5 µs of BenchmarkNotificationPath, over the 2 % a library's
+// cost may take there; the whole chain with this first attempt costs about
+// 105 ns and 2 allocations. The failed first attempt is followed by one
+// InitialInterval wait, then by Retry's schedule (MaxRetries more attempts
+// in all).
+func retryFailed(h message.HandlerFunc, retry middleware.Retry) message.HandlerFunc {
+	rest := retry
+	rest.MaxRetries = max(0, retry.MaxRetries-1)
+	slow := rest.Middleware(h)
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err == nil || fault.IsPermanent(err) || retry.MaxRetries <= 0 {
+			return out, err
+		}
+		t := time.NewTimer(retry.InitialInterval)
+		defer t.Stop()
+		select {
+		case <-msg.Context().Done():
+			return out, err
+		case <-t.C:
+		}
+		return slow(msg)
+	}
 }
 
 // unstored: a permanent failure that comes out of PoisonQueue is one whose

@@ -30,7 +30,7 @@ type env struct {
 	w   *deadletter.Writer
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	bus := natstest.NewBus(t)
 	m := metrics.New(prometheus.NewRegistry())
@@ -53,27 +53,11 @@ type stored struct {
 // letters reads every stored dead letter.
 func (e *env) letters(t *testing.T) []stored {
 	t.Helper()
-	ctx := context.Background()
-	s, err := e.bus.JetStream().Stream(ctx, taskbus.DeadLetterStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []stored
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.Messages(t, e.bus.JetStream(), taskbus.DeadLetterStream) {
 		var l stored
 		if err := json.Unmarshal(m.Data, &l); err != nil {
-			t.Fatalf("letter %d: %v", seq, err)
+			t.Fatalf("letter %d: %v", m.Sequence, err)
 		}
 		l.Subject = m.Subject
 		out = append(out, l)

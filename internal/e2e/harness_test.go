@@ -289,6 +289,7 @@ func (h *harness) taskEvents() []taskbus.Event {
 
 type deadLetter struct {
 	Reason     string            `json:"reason"`
+	Code       string            `json:"code"`
 	Component  string            `json:"component"`
 	Time       time.Time         `json:"time"`
 	Source     map[string]any    `json:"source"`

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -266,4 +267,83 @@ func TestTasksCrashBeforeCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTasksBadRowsOnEveryEdge is issue 9's report, as a new user met it:
+// with an operator's 16 KiB message cap on LABELSYNC_TASKS, a JSONL row of
+// 64 KiB, and one of 2 MiB (over NATS's 1 MiB max_payload too), each
+// between two good rows. Each oversize row is dead-lettered alone (code
+// too_large), the good rows after it import, and a sync of the same
+// storage after JetStream's duplicate window writes no second dead letter.
+func TestTasksBadRowsOnEveryEdge(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, func(t *testing.T, b backend) {
+		h := newHarness(t, b, tasksStorages)
+		ctx := h.ctx
+		js := h.bus.JetStream()
+		// The operator's choices, made before the worker first starts:
+		// the worker keeps them.
+		tasksCfg := taskbus.StreamConfigs()[taskbus.TasksStream]
+		tasksCfg.MaxMsgSize = 16 << 10
+		if _, err := js.CreateStream(ctx, tasksCfg); err != nil {
+			t.Fatal(err)
+		}
+		dlCfg := taskbus.StreamConfigs()[taskbus.DeadLetterStream]
+		dlCfg.Duplicates = time.Second
+		if _, err := js.CreateStream(ctx, dlCfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg := h.config()
+		cfg.APIToken = "s3cret"
+		rw := h.startWorkerWith(cfg)
+
+		pad := func(n int) string { return strings.Repeat("x", n) }
+		h.upload("acme-raw", "tasks/capped.jsonl", fmt.Sprintf("{\"n\": 0}\n{\"n\": 1, \"pad\": %q}\n{\"n\": 2}\n", pad(64<<10)))
+		h.upload("acme-raw", "tasks/huge.jsonl", fmt.Sprintf("{\"n\": 0}\n{\"n\": 1, \"pad\": %q}\n{\"n\": 2}\n", pad(2<<20)))
+		evs := h.waitSettled(rw, 2)
+		for _, key := range []string{"tasks/capped.jsonl", "tasks/huge.jsonl"} {
+			want := []rowEvent{{key, 0, ledger.Created, `{"data":{"n":0}}`}, {key, 2, ledger.Created, `{"data":{"n":2}}`}}
+			if got := rowEvents(evs, key); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%s:\n got %v\nwant %v", key, got, want)
+			}
+		}
+		letters := func() map[string]int {
+			out := map[string]int{}
+			for _, d := range h.deadLetters() {
+				out[fmt.Sprintf("%v row %v %s", d.Source["key"], d.Source["row"], d.Code)]++
+			}
+			return out
+		}
+		want := map[string]int{"tasks/capped.jsonl row 1 too_large": 1, "tasks/huge.jsonl row 1 too_large": 1}
+		eventually(t, 30*time.Second, "dead letters", func() error {
+			if got := letters(); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("got %v, want %v", got, want)
+			}
+			return nil
+		})
+
+		time.Sleep(1500 * time.Millisecond) // past the duplicate window
+		if code, st := h.api(rw, "POST", "/api/storages/gcs/3/sync", "s3cret", ""); code != http.StatusOK {
+			t.Fatalf("sync: %d %v", code, st)
+		}
+		eventually(t, 60*time.Second, "sync completed", func() error {
+			if _, st := h.api(rw, "GET", "/api/storages/gcs/3", "s3cret", ""); st["status"] != "completed" {
+				return fmt.Errorf("status %v", st["status"])
+			}
+			return nil
+		})
+		if got := letters(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("after a sync past the duplicate window, dead letters %v, want %v", got, want)
+		}
+		if n := len(h.settle()); n != len(evs) {
+			t.Errorf("the sync emitted %d more events, want none", n-len(evs))
+		}
+		s, err := js.Stream(ctx, taskbus.TasksStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxMsgSize; got != 16<<10 {
+			t.Errorf("the worker changed the operator's max_msg_size to %d", got)
+		}
+	})
 }
