@@ -19,6 +19,7 @@ import (
 
 	"cloud.google.com/go/storage"
 
+	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/syncer"
@@ -30,6 +31,12 @@ const MaxBodyBytes = 1 << 20
 type syncs interface {
 	Status(ctx context.Context, id int64) (syncer.Status, error)
 	Request(ctx context.Context, id int64, reconcile bool) (syncer.Status, error)
+}
+
+// exportSyncs queues export syncs and reads their status (export.Syncs).
+type exportSyncs interface {
+	Status(ctx context.Context, id int64) (export.Status, error)
+	Request(ctx context.Context, id int64) (export.Status, error)
 }
 
 // ClientFor returns a storage client for credentials (nil: ADC).
@@ -48,6 +55,15 @@ type Server struct {
 	client  ClientFor
 	saved   SavedClientFor
 	logger  *slog.Logger
+	// exportSyncs, when set, makes export storages' status fields real and
+	// serves their sync.
+	exportSyncs exportSyncs
+}
+
+// WithExportSyncs serves export syncs and status through es.
+func (s *Server) WithExportSyncs(es exportSyncs) *Server {
+	s.exportSyncs = es
+	return s
 }
 
 // New builds the API. token empty refuses every request. client serves
@@ -64,9 +80,16 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("POST /api/storages/gcs/{id}/sync", s.auth(s.sync))
 	mux.Handle("POST /api/storages/gcs/validate", s.auth(s.validateImport))
 	mux.Handle("POST /api/storages/gcs/files", s.auth(s.files))
+	s.RegisterExports(mux)
+}
+
+// RegisterExports adds the export storages' routes only (the exporter
+// serves them too).
+func (s *Server) RegisterExports(mux *http.ServeMux) {
 	mux.Handle("GET /api/storages/export/gcs", s.auth(s.listExports))
 	mux.Handle("GET /api/storages/export/gcs/{id}", s.auth(s.getExport))
 	mux.Handle("POST /api/storages/export/gcs/validate", s.auth(s.validateExport))
+	mux.Handle("POST /api/storages/export/gcs/{id}/sync", s.auth(s.syncExport))
 }
 
 // Authorized reports whether r carries the bearer token; the resolver uses
@@ -239,38 +262,95 @@ func (s *Server) listExports(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := []any{}
+	out := []exportView{}
 	for _, ex := range s.exports() {
 		if project != 0 && ex.Project != project {
 			continue
 		}
-		out = append(out, exportView(ex))
+		v, err := s.exportView(r.Context(), ex)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) getExport(w http.ResponseWriter, r *http.Request) {
+func (s *Server) exportByID(w http.ResponseWriter, r *http.Request) (storages.Export, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
-		return
-	}
-	for _, ex := range s.exports() {
-		if ex.ID == id {
-			writeJSON(w, http.StatusOK, exportView(ex))
-			return
+	if err == nil {
+		for _, ex := range s.exports() {
+			if ex.ID == id {
+				return ex, true
+			}
 		}
 	}
 	writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+	return storages.Export{}, false
 }
 
-func exportView(ex storages.Export) any {
+func (s *Server) getExport(w http.ResponseWriter, r *http.Request) {
+	ex, ok := s.exportByID(w, r)
+	if !ok {
+		return
+	}
+	v, err := s.exportView(r.Context(), ex)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// syncExport queues an export sync, or returns the one queued or running.
+func (s *Server) syncExport(w http.ResponseWriter, r *http.Request) {
+	ex, ok := s.exportByID(w, r)
+	if !ok {
+		return
+	}
+	if s.exportSyncs == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"detail": "export sync is not available here"})
+		return
+	}
+	if _, err := s.exportSyncs.Request(r.Context(), ex.ID); err != nil {
+		s.fail(w, err)
+		return
+	}
+	v, err := s.exportView(r.Context(), ex)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type exportView struct {
+	storages.Export
+	Type          string         `json:"type"`
+	Status        string         `json:"status"`
+	LastSync      *time.Time     `json:"last_sync"`
+	LastSyncCount *int64         `json:"last_sync_count"`
+	Traceback     *string        `json:"traceback"`
+	Meta          map[string]any `json:"meta"`
+}
+
+func (s *Server) exportView(ctx context.Context, ex storages.Export) (exportView, error) {
 	ex.GoogleApplicationCredentials = ""
-	return struct {
-		storages.Export
-		Type   string `json:"type"`
-		Status string `json:"status"`
-	}{ex, "gcs", syncer.StatusInitialized}
+	v := exportView{Export: ex, Type: "gcs", Status: export.StatusInitialized, Meta: map[string]any{}}
+	if s.exportSyncs == nil {
+		return v, nil
+	}
+	st, err := s.exportSyncs.Status(ctx, ex.ID)
+	if err != nil {
+		return v, err
+	}
+	v.Status, v.LastSync, v.LastSyncCount, v.Traceback = st.Status, st.LastSync, st.LastSyncCount, st.Traceback
+	b, _ := json.Marshal(st.Meta)
+	_ = json.Unmarshal(b, &v.Meta)
+	delete(v.Meta, "owner")
+	delete(v.Meta, "heartbeat")
+	return v, nil
 }
 
 func (s *Server) importByID(w http.ResponseWriter, r *http.Request) (*storages.Import, bool) {

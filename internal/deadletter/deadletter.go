@@ -46,6 +46,11 @@ import (
 // Publisher, which PoisonQueue hands only the message.
 const codeKey = "_labelsync_fault_code"
 
+// SubjectKey is the metadata key under which a JetStream consumer puts the
+// message's subject: the letter's source is then that subject, not a
+// Pub/Sub message id.
+const SubjectKey = "_labelsync_subject"
+
 // DefaultRetry is the in-place retry of a transient failure: 5 retries
 // from 100 ms, doubling to at most 5 s, with 25 % jitter (about 2 s in all
 // before the message is handed back).
@@ -163,6 +168,9 @@ func (p Publisher) Publish(_ string, msgs ...*message.Message) error {
 			Attributes: Attributes(msg.Metadata),
 			Data:       msg.Payload,
 		}
+		if subject := msg.Metadata.Get(SubjectKey); subject != "" {
+			l.Source = Source{Subject: subject}
+		}
 		if err := p.w.Write(msg.Context(), l); err != nil {
 			return err
 		}
@@ -179,7 +187,7 @@ func Attributes(md message.Metadata) map[string]string {
 	attrs := make(map[string]string, len(md))
 	for k, v := range md {
 		switch {
-		case strings.HasPrefix(k, "_watermill"), k == codeKey,
+		case strings.HasPrefix(k, "_watermill"), k == codeKey, k == SubjectKey,
 			k == middleware.ReasonForPoisonedKey, k == middleware.PoisonedTopicKey,
 			k == middleware.PoisonedHandlerKey, k == middleware.PoisonedSubscriberKey:
 			continue

@@ -159,6 +159,17 @@ func Transient(err error) bool {
 	return storage.ShouldRetry(err)
 }
 
+// isPrecondition reports an HTTP 412 (or gRPC FailedPrecondition): a
+// conditional request found another generation.
+func isPrecondition(err error) bool {
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		return ge.Code == http.StatusPreconditionFailed
+	}
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.FailedPrecondition
+}
+
 func retryableHTTP(code int) bool {
 	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500 && code < 600
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	SyncObjects     *prometheus.CounterVec
 	ExportOps       *prometheus.CounterVec
 	DeadLetters     *prometheus.CounterVec
+	WebhookRequests *prometheus.CounterVec
 }
 
 // New creates the metrics and registers them on reg.
@@ -44,7 +45,11 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "labelsync_deadletter_total",
 			Help: "Inputs written to the dead-letter stream, by component and reason.",
 		}, []string{"component", "reason"}),
+		WebhookRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labelsync_webhook_requests_total",
+			Help: "Label Studio webhook requests, by outcome (accepted, skipped, unauthorized, invalid, too_large, unavailable).",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.Notifications, m.TasksEmitted, m.NotificationLag, m.SyncObjects, m.ExportOps, m.DeadLetters)
+	reg.MustRegister(m.Notifications, m.TasksEmitted, m.NotificationLag, m.SyncObjects, m.ExportOps, m.DeadLetters, m.WebhookRequests)
 	return m
 }

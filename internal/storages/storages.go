@@ -25,12 +25,18 @@ const (
 	// DefaultDataKey is the task data key that holds the gs:// URL in Files
 	// mode, the placeholder Label Studio uses before it knows the labeling
 	// config.
-	DefaultDataKey   = "$undefined$"
-	DefaultObjectKey = "{annotation_id}"
+	DefaultDataKey = "$undefined$"
 )
 
-// objectKeys lists the accepted Export.ObjectKey templates.
-var objectKeys = []string{"{annotation_id}", "{annotation_id}.json", "{task_id}.json"}
+// The accepted Export.ObjectKey templates.
+const (
+	DefaultObjectKey        = "{annotation_id}"
+	AnnotationJSONObjectKey = "{annotation_id}.json"
+	// TaskObjectKey writes the whole task with all its current annotations.
+	TaskObjectKey = "{task_id}.json"
+)
+
+var objectKeys = []string{DefaultObjectKey, AnnotationJSONObjectKey, TaskObjectKey}
 
 // ErrNoSecretKey is wrapped when inline credentials arrive and there is no
 // key to store them encrypted with.

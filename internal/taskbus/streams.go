@@ -31,13 +31,17 @@ func StreamConfigs() map[string]jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Duplicates:  2 * time.Minute,
 		},
+		// One subject per annotation, keeping its newest change only: the
+		// stream is the exporter's record of every annotation it knows,
+		// which an export sync writes out again.
 		AnnotationsStream: {
-			Name:        AnnotationsStream,
-			Description: "Label Studio annotation webhook payloads for the exporter",
-			Subjects:    []string{"labelsync.annotations.>"},
-			Storage:     jetstream.FileStorage,
-			Retention:   jetstream.LimitsPolicy,
-			Duplicates:  2 * time.Minute,
+			Name:              AnnotationsStream,
+			Description:       "Label Studio annotation changes for the exporter, the newest per annotation",
+			Subjects:          []string{"labelsync.annotations.>"},
+			Storage:           jetstream.FileStorage,
+			Retention:         jetstream.LimitsPolicy,
+			MaxMsgsPerSubject: 1,
+			Duplicates:        2 * time.Minute,
 		},
 	}
 }

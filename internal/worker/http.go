@@ -21,7 +21,8 @@ func (w *Worker) routes() http.Handler {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(rw, "ok")
 	})
-	api.New(w.cfg.APIToken, w.storages.Load, func() []storages.Export { return w.exports }, w.syncer, w.clients.For, w.clientFor, w.logger).Register(mux)
+	api.New(w.cfg.APIToken, w.storages.Load, func() []storages.Export { return w.exports }, w.syncer, w.clients.For, w.clientFor, w.logger).
+		WithExportSyncs(w.exportSyncs).Register(mux)
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := w.ready(r.Context()); err != nil {

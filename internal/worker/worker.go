@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/deadletter"
+	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/gpubsub"
@@ -47,11 +48,12 @@ type Worker struct {
 	reg    *prometheus.Registry
 	m      *metrics.Metrics
 
-	storages atomic.Pointer[storages.Set]
-	exports  []storages.Export
-	secrets  *secrets.Box
-	clients  *gcs.Clients
-	syncer   *syncer.Syncer
+	storages    atomic.Pointer[storages.Set]
+	exports     []storages.Export
+	secrets     *secrets.Box
+	clients     *gcs.Clients
+	syncer      *syncer.Syncer
+	exportSyncs *export.Syncs
 
 	embedded *natsembed.Server
 	nc       *nats.Conn
@@ -113,6 +115,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 
 	pipeline := w.pipeline(o.ingest...)
 	if w.syncer, err = syncer.New(ctx, w.bus.JetStream(), pipeline, w.bus, w.clientFor, w.storages.Load, w.m, logger); err != nil {
+		return nil, err
+	}
+	if w.exportSyncs, err = export.NewSyncs(ctx, w.bus.JetStream()); err != nil {
 		return nil, err
 	}
 	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)

@@ -1,0 +1,174 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/annotation"
+	"github.com/labelsync/labelsync/internal/deadletter"
+	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/taskbus"
+)
+
+// ConsumerName is the durable consumer every exporter replica shares: each
+// annotation message goes to one of them (work split, no double work).
+const ConsumerName = "labelsync-exporter"
+
+// ConsumeConfig tunes Consume.
+type ConsumeConfig struct {
+	// Concurrency is how many messages are handled at once (default 32).
+	Concurrency int
+	// AckWait is how long a message may be in hand before JetStream
+	// redelivers it to a replica (default 60s; handlers extend it while
+	// they work).
+	AckWait time.Duration
+	// DrainTimeout bounds how long messages in hand may finish after ctx
+	// ends (default 30s); after it their handlers' contexts end too, and
+	// the messages are redelivered later.
+	DrainTimeout time.Duration
+}
+
+func (c *ConsumeConfig) defaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 32
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+}
+
+// Handler is the Watermill handler of one annotation message: it decodes
+// the event and applies it. Wrap it in the failure path (package
+// deadletter) before Consume.
+func (x *Exporter) Handler(msg *message.Message) ([]*message.Message, error) {
+	_, events, err := annotation.Decode(msg.Payload)
+	if errors.Is(err, annotation.ErrSkipped) {
+		return nil, fault.Permanent(fault.BadInput, fmt.Errorf("export: %s is not an annotation change", msg.Metadata.Get(deadletter.SubjectKey)))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(events) != 1 {
+		return nil, fault.Permanent(fault.BadInput, fmt.Errorf("export: a stored annotation message holds %d annotations, want 1", len(events)))
+	}
+	return nil, x.Apply(msg.Context(), events[0])
+}
+
+// Consume receives annotation messages through the shared durable consumer
+// and runs handle on each, Concurrency at a time. A message is acknowledged
+// when handle returns nil (the failure path has returned nil for a
+// dead-lettered one too) and negatively acknowledged with a growing delay
+// otherwise, so JetStream redelivers it. Consume returns when ctx ends,
+// once the messages in hand finished or DrainTimeout passed.
+func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, handle message.HandlerFunc, logger *slog.Logger) error {
+	cfg.defaults()
+	cons, err := js.CreateOrUpdateConsumer(ctx, taskbus.AnnotationsStream, jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "labelsync exporters: annotation events to target storages",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxAckPending: 4 * cfg.Concurrency,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("export: consumer %s: %w", ConsumerName, err)
+	}
+	// Handlers outlive ctx by up to DrainTimeout: work in hand finishes.
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	msgs := make(chan jetstream.Msg)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+			// Not taken: JetStream redelivers it after AckWait.
+		}
+	}, jetstream.PullMaxMessages(cfg.Concurrency), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			logger.Warn("export: consumer", "err", err)
+		}
+	}))
+	if err != nil {
+		return fmt.Errorf("export: consume: %w", err)
+	}
+	var wg sync.WaitGroup
+	for range cfg.Concurrency {
+		wg.Go(func() {
+			for {
+				select {
+				case m := <-msgs:
+					handleOne(work, m, handle, logger)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	<-ctx.Done()
+	cc.Stop()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.DrainTimeout):
+		logger.Warn("export: drain timed out; messages in hand will be redelivered")
+		stopWork()
+		<-done
+	}
+	return nil
+}
+
+// handleOne runs handle on m and acknowledges it or hands it back.
+func handleOne(ctx context.Context, m jetstream.Msg, handle message.HandlerFunc, logger *slog.Logger) {
+	md, err := m.Metadata()
+	if err != nil {
+		logger.Error("export: message without metadata", "subject", m.Subject(), "err", err)
+		return
+	}
+	msg := message.NewMessage(strconv.FormatUint(md.Sequence.Stream, 10), m.Data())
+	for k, vs := range m.Headers() {
+		if len(vs) > 0 {
+			msg.Metadata.Set(k, vs[0])
+		}
+	}
+	msg.Metadata.Set(deadletter.SubjectKey, m.Subject())
+	// Keep the message ours while a slow target storage is retried.
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	msg.SetContext(hctx)
+	if _, err := handle(msg); err != nil {
+		delay := min(30*time.Second, time.Second<<min(md.NumDelivered, 5))
+		logger.Warn("export: event not applied; redelivering", "subject", m.Subject(), "delivery", md.NumDelivered, "in", delay, "err", err)
+		if nakErr := m.NakWithDelay(delay); nakErr != nil {
+			logger.Warn("export: nak", "subject", m.Subject(), "err", nakErr)
+		}
+		return
+	}
+	if err := m.DoubleAck(ctx); err != nil {
+		// The effect is durable; the event comes back and is found done.
+		logger.Warn("export: ack", "subject", m.Subject(), "err", err)
+	}
+}

@@ -1,0 +1,173 @@
+// Package webhook is the exporter's intake: Label Studio's webhook
+// (POST /webhooks/label-studio, SPEC §3) puts each annotation change on
+// LABELSYNC_ANNOTATIONS and answers 2xx only after JetStream acknowledged
+// every one of them, so a request Label Studio sees succeed is never lost.
+//
+// Each annotation of a payload is one message, on
+// labelsync.annotations.<project>.<annotation id>, in the shape of a
+// one-annotation webhook payload (annotation.Event.Payload). Its
+// Nats-Msg-Id is derived from the action, the annotation and its
+// updated_at, so the same webhook delivered twice inside JetStream's
+// duplicate window is stored once; the exporter's newest-wins rule makes a
+// later duplicate harmless too.
+//
+// Requests need `Authorization: Bearer <LABELSYNC_WEBHOOK_SECRET>`
+// (compared in constant time; 401 otherwise). Bodies over MaxBodyBytes are
+// refused with 413, malformed ones with 400, both with a JSON
+// {"detail": "..."}; actions the exporter does not handle are answered 200
+// and counted as skipped. A Handler is safe for concurrent use.
+package webhook
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/annotation"
+	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/metrics"
+)
+
+// Path is the webhook's route.
+const Path = "/webhooks/label-studio"
+
+// MaxBodyBytes bounds a webhook body. Label Studio sends the task with an
+// annotation; a bulk ANNOTATIONS_CREATED sends many.
+const MaxBodyBytes = 16 << 20
+
+// Outcomes for labelsync_webhook_requests_total{outcome}.
+const (
+	outcomeAccepted     = "accepted"
+	outcomeSkipped      = "skipped"
+	outcomeUnauthorized = "unauthorized"
+	outcomeInvalid      = "invalid"
+	outcomeTooLarge     = "too_large"
+	outcomeUnavailable  = "unavailable"
+)
+
+// Handler serves the webhook.
+type Handler struct {
+	secret  []byte
+	js      jetstream.JetStream
+	maxMsg  func() int64
+	timeout time.Duration
+	metrics *metrics.Metrics
+	logger  *slog.Logger
+}
+
+// New builds the handler. secret empty refuses every request. maxMsg is
+// the largest message LABELSYNC_ANNOTATIONS takes (taskbus.Bus.MaxMessageBytes).
+func New(secret string, js jetstream.JetStream, maxMsg func() int64, m *metrics.Metrics, logger *slog.Logger) *Handler {
+	return &Handler{secret: []byte(secret), js: js, maxMsg: maxMsg, timeout: 10 * time.Second, metrics: m, logger: logger}
+}
+
+func (h *Handler) authorized(r *http.Request) bool {
+	if len(h.secret) == 0 {
+		return false
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(token), h.secret) == 1
+}
+
+// ServeHTTP handles one webhook request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.answer(w, http.StatusMethodNotAllowed, "", map[string]any{"detail": "use POST"})
+		return
+	}
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="labelsync"`)
+		h.answer(w, http.StatusUnauthorized, outcomeUnauthorized, map[string]any{"detail": "Authorization: Bearer <LABELSYNC_WEBHOOK_SECRET> is required"})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, map[string]any{"detail": fmt.Sprintf("the body is over %d bytes", MaxBodyBytes)})
+		return
+	case err != nil:
+		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": "the body could not be read"})
+		return
+	}
+	action, events, err := annotation.Decode(body)
+	switch {
+	case errors.Is(err, annotation.ErrSkipped):
+		h.answer(w, http.StatusOK, outcomeSkipped, map[string]any{"action": action, "skipped": true})
+		return
+	case err != nil:
+		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": err.Error()})
+		return
+	}
+	if err := h.publish(r.Context(), events); err != nil {
+		if code, class := fault.Of(err); class == fault.ClassPermanent && code == fault.TooLarge {
+			h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, map[string]any{"detail": err.Error()})
+			return
+		}
+		h.logger.Warn("webhook: events not stored", "action", action, "err", err)
+		w.Header().Set("Retry-After", "5")
+		h.answer(w, http.StatusServiceUnavailable, outcomeUnavailable, map[string]any{"detail": "the events could not be stored; retry"})
+		return
+	}
+	h.answer(w, http.StatusOK, outcomeAccepted, map[string]any{"action": action, "accepted": len(events)})
+}
+
+// publish stores every event and waits for all acknowledgements.
+func (h *Handler) publish(ctx context.Context, events []annotation.Event) error {
+	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	defer cancel()
+	limit := h.maxMsg()
+	msgs := make([]*nats.Msg, len(events))
+	for i, ev := range events {
+		m := &nats.Msg{Subject: ev.Subject(), Data: ev.Payload(), Header: nats.Header{}}
+		m.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
+		if n := int64(len(m.Data)) + 128; limit > 0 && n > limit {
+			return fault.Permanent(fault.TooLarge, fmt.Errorf("webhook: annotation %d is %d bytes, over the %d bytes LABELSYNC_ANNOTATIONS accepts", ev.AnnotationID, len(m.Data), limit))
+		}
+		msgs[i] = m
+	}
+	if len(msgs) == 1 {
+		if _, err := h.js.PublishMsg(ctx, msgs[0]); err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+		return nil
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		f, err := h.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("webhook: %w", err)
+		}
+		futures[i] = f
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("webhook: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("webhook: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (h *Handler) answer(w http.ResponseWriter, status int, outcome string, body map[string]any) {
+	if outcome != "" {
+		h.metrics.WebhookRequests.WithLabelValues(outcome).Inc()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
