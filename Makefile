@@ -22,7 +22,7 @@ test: vet ## unit, fuzz-seed and end-to-end tests (pstest + fake-gcs-server + NA
 test-short: ## unit tests only
 	$(GO) test -count=1 -short ./...
 
-run: build ## local stack: emulators, worker with embedded NATS; shows an upload become a task
+run: build ## local stack: emulators, worker with embedded NATS, exporter; shows an upload become a task and an annotation land in the target bucket
 	@scripts/run.sh
 
 bench: ## throughput, latency and memory benchmarks on pstest and Google's Pub/Sub emulator (LABELSYNC_BENCH_N, LABELSYNC_BENCH_RSS_N, LABELSYNC_BENCH_LATENCY_SECONDS; docs/benchmarks.md)
@@ -36,3 +36,4 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test ./internal/taskbus -run '^$$' -fuzz FuzzParsePubAck -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz 'FuzzRead$$' -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz FuzzReadParquet -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/annotation -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}

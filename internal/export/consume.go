@@ -27,7 +27,7 @@ type ConsumeConfig struct {
 	// Concurrency is how many messages are handled at once (default 32).
 	Concurrency int
 	// AckWait is how long a message may be in hand before JetStream
-	// redelivers it to a replica (default 60s; handlers extend it while
+	// redelivers it to a replica (default 30s; handlers extend it while
 	// they work).
 	AckWait time.Duration
 	// DrainTimeout bounds how long messages in hand may finish after ctx
@@ -41,7 +41,7 @@ func (c *ConsumeConfig) defaults() {
 		c.Concurrency = 32
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 60 * time.Second
+		c.AckWait = 30 * time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -108,7 +108,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 			for {
 				select {
 				case m := <-msgs:
-					handleOne(work, m, handle, logger)
+					handleOne(work, m, cfg.AckWait, handle, logger)
 				case <-ctx.Done():
 					return
 				}
@@ -130,7 +130,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 }
 
 // handleOne runs handle on m and acknowledges it or hands it back.
-func handleOne(ctx context.Context, m jetstream.Msg, handle message.HandlerFunc, logger *slog.Logger) {
+func handleOne(ctx context.Context, m jetstream.Msg, ackWait time.Duration, handle message.HandlerFunc, logger *slog.Logger) {
 	md, err := m.Metadata()
 	if err != nil {
 		logger.Error("export: message without metadata", "subject", m.Subject(), "err", err)
@@ -147,7 +147,7 @@ func handleOne(ctx context.Context, m jetstream.Msg, handle message.HandlerFunc,
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		t := time.NewTicker(15 * time.Second)
+		t := time.NewTicker(ackWait / 3)
 		defer t.Stop()
 		for {
 			select {

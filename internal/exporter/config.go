@@ -35,6 +35,9 @@ type Config struct {
 
 	// Concurrency: annotation events handled at once by this replica.
 	Concurrency int `env:"LABELSYNC_EXPORT_CONCURRENCY, default=32"`
+	// AckWait: how soon an event taken by a replica that died goes to
+	// another one. Handlers that are still working extend it.
+	AckWait time.Duration `env:"LABELSYNC_EXPORT_ACK_WAIT, default=30s"`
 	// ShutdownTimeout bounds the drain of events in hand at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
 
@@ -75,6 +78,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		return fmt.Errorf("LABELSYNC_EXPORT_CONCURRENCY: %d is outside 1..4096", c.Concurrency)
+	}
+	if c.AckWait < time.Second {
+		return fmt.Errorf("LABELSYNC_EXPORT_ACK_WAIT: %s is under 1s", c.AckWait)
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("LABELSYNC_SHUTDOWN_TIMEOUT: %s must be positive", c.ShutdownTimeout)

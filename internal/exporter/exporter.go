@@ -210,6 +210,7 @@ func (x *Exporter) Run(ctx context.Context) error {
 		defer x.consuming.Store(false)
 		return export.Consume(gctx, x.bus.JetStream(), export.ConsumeConfig{
 			Concurrency:  x.cfg.Concurrency,
+			AckWait:      x.cfg.AckWait,
 			DrainTimeout: x.cfg.ShutdownTimeout,
 		}, x.handle, x.logger)
 	})
