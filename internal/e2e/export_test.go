@@ -432,17 +432,26 @@ func TestExportMissingBucketIsDeadLettered(t *testing.T) {
 	body := strings.ReplaceAll(annotationPayload("ANNOTATION_CREATED", 5, 5, "x", time.Now()), `"project": 7`, `"project": 9`)
 	body = strings.Replace(body, `"project": {"id": 7`, `"project": {"id": 9`, 1)
 	h.mustPost(rx, body)
+	// A message on the stream that is not an annotation change (published
+	// around the webhook).
+	js := natstest.Bus(t, h.natsURL).JetStream()
+	if _, err := js.Publish(h.ctx, "labelsync.annotations.7.999", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
 	h.mustPost(rx, annotationPayload("ANNOTATION_CREATED", 6, 6, "ok", time.Now()))
-	eventually(t, 30*time.Second, "dead letter", func() error {
-		js := natstest.Bus(t, h.natsURL).JetStream()
+	eventually(t, 30*time.Second, "dead letters", func() error {
+		codes := map[string]bool{}
 		for _, m := range natstest.Messages(t, js, "LABELSYNC_DEADLETTER") {
 			var d deadLetter
 			_ = json.Unmarshal(m.Data, &d)
-			if d.Component == "exporter" && d.Code == "not_found" && strings.HasPrefix(m.Subject, "labelsync.deadletter.exporter") {
-				return nil
+			if d.Component == "exporter" && strings.HasPrefix(m.Subject, "labelsync.deadletter.exporter") {
+				codes[d.Code] = true
 			}
 		}
-		return fmt.Errorf("no exporter dead letter with code not_found")
+		if !codes["not_found"] || !codes["bad_input"] {
+			return fmt.Errorf("exporter dead letters with codes %v, want not_found and bad_input", codes)
+		}
+		return nil
 	})
 	eventually(t, 30*time.Second, "the next event exported", func() error {
 		if _, ok := h.objects("acme-labels")["annotations/6"]; !ok {
