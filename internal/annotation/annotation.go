@@ -3,58 +3,65 @@
 // annotation: the form the exporter keeps on the LABELSYNC_ANNOTATIONS
 // stream (SPEC §3).
 //
-// Label Studio sends (label_studio/webhooks/models.py, WebhookAction.ACTIONS,
-// and utils.py, emit_webhooks_for_instance; the payload is the action plus
-// the serialized instances, with "project" added as the whole project):
+// What Label Studio sends (label_studio/webhooks/models.py,
+// WebhookAction.ACTIONS, and utils.py, emit_webhooks_for_instance: the
+// action, the serialized instances under the action's key, the nested
+// fields, and "project" as the whole project object):
 //
-//   - ANNOTATION_CREATED, ANNOTATION_UPDATED: "annotation" (the annotation
-//     object: "id", "task" as an id, "project" as an id in recent versions,
-//     "created_at", "updated_at", "result", …), "task" (the task object)
-//     and "project" (the project object).
+//   - ANNOTATION_CREATED, ANNOTATION_UPDATED: "annotation" (every field of
+//     the annotation: "id", "task" and, in recent versions, "project" as
+//     ids, "created_at", "updated_at", "result", …), "task" (the task
+//     object) and "project".
 //   - ANNOTATIONS_CREATED (bulk, e.g. predictions turned into annotations):
-//     "annotation" holding a list of annotation objects and "task" holding
-//     the list of their tasks, in the same order. SPEC §3 writes the list as
-//     "annotations" (and "tasks"); both spellings are read.
-//   - ANNOTATIONS_DELETED: "annotations": [{"id": N}, …] and "project"; no
-//     task, no time.
+//     "annotation" holding a list of annotations and "task" the list of
+//     their tasks. SPEC §3 spells them "annotations" and "tasks"; both
+//     spellings are read (one object instead of a list is a list of one),
+//     and a payload with both spellings of one list is malformed.
+//   - ANNOTATIONS_DELETED: "annotations": [{"id": N}, …] and "project";
+//     no task, no time. A bare id in the list is read too.
 //
-// The rules. Decode is liberal in what Label Studio may send and strict
-// about what the exporter cannot act on:
+// A webhook registered with send_payload false sends the action alone,
+// which is malformed here: there is nothing to export. ANNOTATION_DELETED,
+// named in Label Studio's docs but emitted nowhere in its source, is skipped
+// like any other action.
 //
-//   - Ids are JSON numbers denoting a positive integer that fits an int64
-//     (17, also 17.0); a string, a fraction, an exponent form, zero or a
-//     negative number is malformed. A reference (project, task) is such a number or an object
-//     with such an "id"; null counts as absent.
-//   - The project is payload.project (object or id), else annotation.project,
-//     else task.project; when several are given they must agree, and one must
-//     be given. A delete can only name it in payload.project (or in the
-//     deleted item's "project").
-//   - The task id is annotation.task (id or object), else the task's "id";
-//     when both are given they must agree. It is 0 when neither is given, and
-//     always 0 for deletes. In a bulk payload each annotation is paired with
-//     the task of the same id from the task list.
+// Decode is liberal in what Label Studio may send and strict about what the
+// exporter cannot act on:
+//
+//   - An id is a JSON number denoting a positive integer that fits an
+//     int64 (17, also 17.0); a string, a fraction, an exponent form, zero
+//     or a negative number is malformed. A reference to a project or a task
+//     is such an id or an object with such an "id"; null counts as absent.
+//   - The project is payload.project, else annotation.project, else
+//     task.project; those given must agree, and one must be given. A delete
+//     names it in payload.project (or in the deleted item's "project").
+//   - The task id is annotation.task, else the task's "id"; when both are
+//     given they must agree. It is 0 when neither is given, and always 0
+//     for deletes. In a bulk payload each annotation is paired with the task
+//     of the same id from the task list.
 //   - UpdatedAt is the annotation's updated_at, else its created_at, in UTC;
-//     zero when both are absent (null or "") and always zero for deletes. A
-//     time is RFC 3339, with or without fractional seconds, with "Z" or an
-//     offset (Django REST framework writes "2024-01-01T12:00:00.123456Z"); a
-//     space instead of the "T" is read too. A time that is present and does
-//     not parse is malformed: newest-wins cannot compare it.
-//   - Event.Annotation and Event.Task are the objects as sent, compacted:
-//     never re-encoded, so numbers, key order and unknown fields survive. A
+//     zero when both are absent (missing, null or "") and always zero for
+//     deletes. A time is RFC 3339, with or without fractional seconds, with
+//     "Z" or an offset (Django REST framework writes
+//     "2024-01-01T12:00:00.123456Z"); a space instead of the "T" is read
+//     too. A time that is present but does not parse, or has no zone, is
+//     malformed: newest-wins could not compare it.
+//   - Event.Annotation and Event.Task are the objects as sent, compacted,
+//     never re-encoded: numbers, key order and unknown fields survive. A
 //     deleted annotation is always {"id":N}.
 //
 // Every malformed body (not JSON, not an object, no action, no annotation
 // id, an id that is not a positive integer, no project, disagreeing ids, a
-// bad time) returns a fault.Permanent(fault.BadInput, …) error whose message
-// is one line that names the problem: redelivering it cannot help, so the
-// caller dead-letters it and acknowledges it. A body whose action this
+// bad time) returns a fault.Permanent(fault.BadInput, …) error whose
+// message is one line naming the problem: redelivering it cannot help, so
+// the caller dead-letters it and acknowledges it. A body whose action this
 // package does not export (TASKS_CREATED, PROJECT_UPDATED, …) returns
-// ErrSkipped, unclassified on purpose: it is not a failure, and the caller
+// ErrSkipped, deliberately unclassified: it is no failure, and the caller
 // answers 200 and counts it. Decode has no transient errors.
 //
-// Decode(e.Payload()) gives back exactly [e] for every event Decode returns.
-// Everything here is pure: no I/O, no state, safe for concurrent use; Decode
-// does not retain body.
+// Decode(e.Payload()) gives back exactly [e] for every event Decode
+// returns. Everything here is pure: no I/O, no state, safe for concurrent
+// use; Decode does not retain body.
 package annotation
 
 import (
