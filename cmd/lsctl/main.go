@@ -1,5 +1,6 @@
-// Command lsctl watches labelsync's streams and uploads or deletes objects
-// on the local stack. Run it without arguments for usage.
+// Command lsctl watches labelsync's streams, uploads, lists, prints and
+// deletes objects, and posts annotation webhooks to the exporter on the
+// local stack. Run it without arguments for usage.
 package main
 
 import (
@@ -16,6 +17,7 @@ func main() {
 	err := ctl.Run(ctx, os.Args[1:], ctl.Env{
 		NATSURL:             os.Getenv("LABELSYNC_NATS_URL"),
 		StorageEmulatorHost: os.Getenv("STORAGE_EMULATOR_HOST"),
+		WebhookSecret:       os.Getenv("LABELSYNC_WEBHOOK_SECRET"),
 	}, os.Stdin, os.Stdout)
 	stop()
 	if err != nil {

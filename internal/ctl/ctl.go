@@ -1,5 +1,6 @@
 // Package ctl is lsctl, the small operator's tool of the local stack: watch
-// the task and dead-letter streams, upload and delete objects.
+// the task and dead-letter streams, upload, list, print and delete objects,
+// and post Label Studio annotation webhooks to the exporter.
 package ctl
 
 import (
@@ -23,12 +24,18 @@ const usage = `usage:
   lsctl watch [-subjects labelsync.tasks.>] [-count N] [-timeout 0]   print stream messages as they arrive
   lsctl upload BUCKET KEY [FILE]                                       upload FILE (default: stdin)
   lsctl rm BUCKET KEY                                                  delete an object
-environment: LABELSYNC_NATS_URL (default nats://127.0.0.1:4222), STORAGE_EMULATOR_HOST`
+  lsctl cat BUCKET KEY [-wait 0]                                       print an object (JSON pretty-printed), waiting up to -wait for it to exist
+  lsctl ls BUCKET [PREFIX]                                             list object names
+  lsctl annotate --project P --id A [--task T --label L] [--action created|updated|deleted] [--url http://127.0.0.1:8081]
+                                                                       post a Label Studio annotation webhook to the exporter
+environment: LABELSYNC_NATS_URL (default nats://127.0.0.1:4222), STORAGE_EMULATOR_HOST,
+  LABELSYNC_WEBHOOK_SECRET (annotate)`
 
 // Env is what ctl reads from the environment.
 type Env struct {
 	NATSURL             string
 	StorageEmulatorHost string
+	WebhookSecret       string // the exporter's LABELSYNC_WEBHOOK_SECRET
 }
 
 // Run runs one lsctl command.
@@ -67,6 +74,12 @@ func Run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout io
 		}
 		fmt.Fprintf(stdout, "deleted gs://%s/%s\n", args[1], args[2])
 		return nil
+	case "cat":
+		return cat(ctx, args[1:], env, stdout)
+	case "ls":
+		return ls(ctx, args[1:], env, stdout)
+	case "annotate":
+		return annotate(ctx, args[1:], env, stdout)
 	}
 	return errors.New(usage)
 }
@@ -98,6 +111,27 @@ func upload(ctx context.Context, env Env, bucket, key string, in io.Reader, stdo
 	}
 	fmt.Fprintf(stdout, "uploaded gs://%s/%s generation %d\n", bucket, key, w.Attrs().Generation)
 	return nil
+}
+
+// parseInterspersed parses fs from args with flags before, between or
+// after the positional arguments (lsctl cat BUCKET KEY -wait 30s), and
+// returns the positional ones. Everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+	return pos, nil
 }
 
 func watch(ctx context.Context, args []string, env Env, stdout io.Writer) error {
