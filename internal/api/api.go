@@ -19,8 +19,10 @@ import (
 
 	"cloud.google.com/go/storage"
 
+	"github.com/labelsync/labelsync/internal/catalog"
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/syncer"
 )
@@ -58,6 +60,9 @@ type Server struct {
 	// exportSyncs, when set, makes export storages' status fields real and
 	// serves their sync.
 	exportSyncs exportSyncs
+	// catalog, when set, serves create, PATCH and DELETE (crud.go).
+	catalog *catalog.Catalog
+	box     *secrets.Box
 }
 
 // WithExportSyncs serves export syncs and status through es.
@@ -80,6 +85,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("POST /api/storages/gcs/{id}/sync", s.auth(s.sync))
 	mux.Handle("POST /api/storages/gcs/validate", s.auth(s.validateImport))
 	mux.Handle("POST /api/storages/gcs/files", s.auth(s.files))
+	if s.catalog != nil {
+		s.registerWrites(mux)
+	}
 	s.RegisterExports(mux)
 }
 
@@ -90,6 +98,9 @@ func (s *Server) RegisterExports(mux *http.ServeMux) {
 	mux.Handle("GET /api/storages/export/gcs/{id}", s.auth(s.getExport))
 	mux.Handle("POST /api/storages/export/gcs/validate", s.auth(s.validateExport))
 	mux.Handle("POST /api/storages/export/gcs/{id}/sync", s.auth(s.syncExport))
+	if s.catalog != nil {
+		s.registerExportWrites(mux)
+	}
 }
 
 // Authorized reports whether r carries the bearer token; the resolver uses

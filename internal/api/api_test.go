@@ -1009,6 +1009,7 @@ func TestGetExport(t *testing.T) {
 		want := map[string]any{
 			"id": 10.0, "project": 7.0, "title": "labels", "bucket": "acme-labels", "prefix": "annotations",
 			"can_delete_objects": true, "object_key": "{annotation_id}", "type": "gcs", "status": "initialized",
+			"last_sync": nil, "last_sync_count": nil, "traceback": nil, "meta": map[string]any{},
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("export 10 (-want +got):\n%s", diff)

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/api"
+	"github.com/labelsync/labelsync/internal/catalog"
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/fault"
@@ -45,7 +46,7 @@ type Exporter struct {
 	reg    *prometheus.Registry
 	m      *metrics.Metrics
 
-	exports atomic.Pointer[[]storages.Export]
+	catalog *catalog.Catalog
 	secrets *secrets.Box
 	clients *gcs.Clients
 
@@ -77,12 +78,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 			return nil, err
 		}
 	}
-	exports, err := loadExports(cfg.StoragesFile, x.secrets)
+	file, err := loadStorages(cfg.StoragesFile, x.secrets)
 	if err != nil {
 		return nil, err
 	}
-	x.exports.Store(&exports)
-	logger.Info("storages loaded", "export", len(exports), "file", cfg.StoragesFile)
 	x.clients = gcs.NewClients(gcs.Options{EmulatorHost: cfg.StorageEmulatorHost, Logger: logger})
 
 	x.nc, err = nats.Connect(cfg.NATSURL,
@@ -101,6 +100,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 	if err := x.bus.EnsureStreams(ctx, taskbus.AnnotationsStream, taskbus.DeadLetterStream); err != nil {
 		return nil, err
 	}
+	if x.catalog, err = catalog.Open(ctx, x.bus.JetStream(), x.secrets, logger); err != nil {
+		return nil, err
+	}
+	if err := x.catalog.Declare(ctx, file); err != nil {
+		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+	}
+	logger.Info("storages loaded", "export", len(x.catalog.Exports()), "file", cfg.StoragesFile)
 	if x.export, err = export.New(ctx, x.bus.JetStream(), x.Exports, x.clientFor, x.m, logger); err != nil {
 		return nil, err
 	}
@@ -121,19 +127,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 	return x, nil
 }
 
-func loadExports(path string, box *secrets.Box) ([]storages.Export, error) {
+// loadStorages reads the storages file, if any.
+func loadStorages(path string, box *secrets.Box) (storages.File, error) {
 	if path == "" {
-		return nil, nil
+		return storages.File{}, nil
 	}
 	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
 	if err != nil {
-		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+		return storages.File{}, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
-	return f.Export, nil
+	return f, nil
 }
 
 // Exports returns the export storages in force.
-func (x *Exporter) Exports() []storages.Export { return *x.exports.Load() }
+func (x *Exporter) Exports() []storages.Export { return x.catalog.Exports() }
 
 // clientFor is the storage client of a target storage: its own
 // credentials, or Application Default Credentials.
@@ -166,7 +173,7 @@ func (x *Exporter) routes() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	// Export storages and their sync, as on the worker's storage API.
-	api.New(x.cfg.APIToken, nil, x.Exports, nil, x.clients.For, nil, x.logger).WithExportSyncs(x.syncs).RegisterExports(mux)
+	api.New(x.cfg.APIToken, nil, x.Exports, nil, x.clients.For, nil, x.logger).WithExportSyncs(x.syncs).WithCatalog(x.catalog, x.secrets).RegisterExports(mux)
 	if !x.cfg.WebhookDisabled {
 		mux.Handle(webhook.Path, webhook.New(x.cfg.WebhookSecret, x.bus.JetStream(),
 			func() int64 { return x.bus.MaxMessageBytes(taskbus.AnnotationsStream) }, x.m, x.logger))
@@ -230,6 +237,9 @@ func (x *Exporter) Run(ctx context.Context) error {
 func (x *Exporter) close() {
 	if x.listener != nil && x.server == nil {
 		_ = x.listener.Close()
+	}
+	if x.catalog != nil {
+		x.catalog.Close()
 	}
 	if x.nc != nil {
 		_ = x.nc.Drain()

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/labelsync/labelsync/internal/api"
-	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
@@ -21,8 +20,8 @@ func (w *Worker) routes() http.Handler {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(rw, "ok")
 	})
-	api.New(w.cfg.APIToken, w.storages.Load, func() []storages.Export { return w.exports }, w.syncer, w.clients.For, w.clientFor, w.logger).
-		WithExportSyncs(w.exportSyncs).Register(mux)
+	api.New(w.cfg.APIToken, w.catalog.Imports, w.catalog.Exports, w.syncer, w.clients.For, w.clientFor, w.logger).
+		WithExportSyncs(w.exportSyncs).WithCatalog(w.catalog, w.secrets).Register(mux)
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := w.ready(r.Context()); err != nil {
@@ -38,7 +37,7 @@ func (w *Worker) routes() http.Handler {
 // ready is nil once the subscription is being received, NATS is connected,
 // the streams exist and the storages are loaded (SPEC §4).
 func (w *Worker) ready(ctx context.Context) error {
-	if w.storages.Load() == nil {
+	if w.catalog == nil {
 		return errors.New("storages not loaded")
 	}
 	if !w.nc.IsConnected() {

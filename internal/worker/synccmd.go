@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/catalog"
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/metrics"
@@ -35,10 +36,10 @@ func RunSync(ctx context.Context, cfg Config, logger *slog.Logger, id int64, rec
 	if err := w.prepare(ctx); err != nil {
 		return err
 	}
-	if _, ok := w.storages.Load().Get(id); !ok {
+	if _, ok := w.catalog.Imports().Get(id); !ok {
 		return fmt.Errorf("worker sync: no import storage with id %d in LABELSYNC_STORAGES_FILE", id)
 	}
-	s, err := syncer.New(ctx, w.bus.JetStream(), w.pipeline(), w.bus, w.clientFor, w.storages.Load, w.m, logger)
+	s, err := syncer.New(ctx, w.bus.JetStream(), w.pipeline(), w.bus, w.clientFor, w.catalog.Imports, w.m, logger)
 	if err != nil {
 		return err
 	}
@@ -64,12 +65,11 @@ func (w *Worker) prepare(ctx context.Context) error {
 		}
 		w.secrets = box
 	}
-	set, exports, err := loadStorages(w.cfg.StoragesFile, w.secrets)
+	// Read the file before connecting: a bad one stops the process at once.
+	file, err := loadStorages(w.cfg.StoragesFile, w.secrets)
 	if err != nil {
 		return err
 	}
-	w.storages.Store(set)
-	w.exports = exports
 	w.clients = gcs.NewClients(gcs.Options{EmulatorHost: w.cfg.StorageEmulatorHost, Logger: w.logger})
 	if err := w.connectNATS(ctx); err != nil {
 		return err
@@ -78,5 +78,14 @@ func (w *Worker) prepare(ctx context.Context) error {
 		return err
 	}
 	w.letters = deadletter.NewWriter(w.bus, Component, w.m, w.logger)
-	return w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream)
+	if err := w.bus.EnsureStreams(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
+		return err
+	}
+	if w.catalog, err = catalog.Open(ctx, w.bus.JetStream(), w.secrets, w.logger); err != nil {
+		return err
+	}
+	if err := w.catalog.Declare(ctx, file); err != nil {
+		return fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+	}
+	return nil
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/labelsync/labelsync/internal/catalog"
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/fault"
@@ -48,8 +48,7 @@ type Worker struct {
 	reg    *prometheus.Registry
 	m      *metrics.Metrics
 
-	storages    atomic.Pointer[storages.Set]
-	exports     []storages.Export
+	catalog     *catalog.Catalog
 	secrets     *secrets.Box
 	clients     *gcs.Clients
 	syncer      *syncer.Syncer
@@ -98,7 +97,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	if err := w.prepare(ctx); err != nil {
 		return nil, err
 	}
-	logger.Info("storages loaded", "import", w.storages.Load().Len(), "export", len(w.exports), "file", cfg.StoragesFile)
+	logger.Info("storages loaded", "import", w.catalog.Imports().Len(), "export", len(w.catalog.Exports()), "file", cfg.StoragesFile)
 
 	if w.psClient, err = pubsub.NewClient(ctx, cfg.PubsubProject, gpubsub.ClientOptions(cfg.PubsubEmulatorHost)...); err != nil {
 		return nil, fmt.Errorf("worker: pub/sub client: %w", err)
@@ -114,13 +113,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	}, logger)
 
 	pipeline := w.pipeline(o.ingest...)
-	if w.syncer, err = syncer.New(ctx, w.bus.JetStream(), pipeline, w.bus, w.clientFor, w.storages.Load, w.m, logger); err != nil {
+	if w.syncer, err = syncer.New(ctx, w.bus.JetStream(), pipeline, w.bus, w.clientFor, w.catalog.Imports, w.m, logger); err != nil {
 		return nil, err
 	}
 	if w.exportSyncs, err = export.NewSyncs(ctx, w.bus.JetStream()); err != nil {
 		return nil, err
 	}
-	handler := ingest.NewNotifications(pipeline, w.storages.Load, w.m, logger)
+	handler := ingest.NewNotifications(pipeline, w.catalog.Imports, w.m, logger)
 	// The failure path around the handler (package deadletter): panics and
 	// permanent failures are dead-lettered, then acked; transient ones
 	// retried with backoff, then nacked for redelivery.
@@ -137,20 +136,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	return w, nil
 }
 
-func loadStorages(path string, box *secrets.Box) (*storages.Set, []storages.Export, error) {
+// loadStorages reads the storages file, if any (nothing to declare
+// otherwise).
+func loadStorages(path string, box *secrets.Box) (storages.File, error) {
 	if path == "" {
-		set, err := storages.NewSet(nil)
-		return set, nil, err
+		return storages.File{}, nil
 	}
 	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
 	if err != nil {
-		return nil, nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+		return storages.File{}, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
-	set, err := storages.NewSet(f.Import)
-	if err != nil {
-		return nil, nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
-	}
-	return set, f.Export, nil
+	return f, nil
 }
 
 // pipeline builds the ingest pipeline, with the Tasks import method.
@@ -254,6 +250,9 @@ func (w *Worker) close() {
 	}
 	if w.listener != nil && w.server == nil {
 		_ = w.listener.Close()
+	}
+	if w.catalog != nil {
+		w.catalog.Close()
 	}
 	if w.nc != nil {
 		_ = w.nc.Drain()
