@@ -124,7 +124,8 @@ func (rx *runningExporter) stop(t *testing.T) {
 	t.Helper()
 	rx.cancel()
 	select {
-	case <-rx.done:
+	case err := <-rx.done:
+		rx.done <- err // for the cleanup, which waits for it too
 	case <-time.After(60 * time.Second):
 		t.Fatal("exporter did not stop within 60s")
 	}

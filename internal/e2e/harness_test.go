@@ -158,6 +158,7 @@ func (rw *runningWorker) stop(t *testing.T) {
 	rw.cancel()
 	select {
 	case err := <-rw.done:
+		rw.done <- err // for the cleanup, which waits for it too
 		if err != nil {
 			t.Errorf("worker Run: %v", err)
 		}

@@ -223,6 +223,8 @@ type credentialsFile struct {
 	TokenURL                       string          `json:"token_url"`
 	ServiceAccountImpersonationURL string          `json:"service_account_impersonation_url"`
 	CredentialSource               json.RawMessage `json:"credential_source"`
+	// impersonated_service_account
+	SourceCredentials json.RawMessage `json:"source_credentials"`
 }
 
 // knownTypes are Google's credential file types: naming one in a message is
@@ -279,10 +281,24 @@ func checkCredentials(b []byte) (option.CredentialsType, error) {
 			return "", badCredentials("Google Application Credentials: external_account service_account_impersonation_url must be an https URL on googleapis.com", nil)
 		}
 		return option.ExternalAccount, nil
+	case "impersonated_service_account":
+		// Service-account impersonation (as on GKE): source credentials
+		// that act as another service account through Google's IAM
+		// Credentials API.
+		switch {
+		case !googleEndpoint(f.ServiceAccountImpersonationURL) || f.ServiceAccountImpersonationURL == "":
+			return "", badCredentials("Google Application Credentials: impersonated_service_account service_account_impersonation_url must be an https URL on googleapis.com", nil)
+		case len(f.SourceCredentials) == 0 || f.SourceCredentials[0] != '{':
+			return "", badCredentials("Google Application Credentials are not a valid impersonated_service_account configuration: source_credentials is missing", nil)
+		}
+		if _, err := checkCredentials(f.SourceCredentials); err != nil {
+			return "", badCredentials("Google Application Credentials: impersonated_service_account source_credentials are not valid", nil)
+		}
+		return option.ImpersonatedServiceAccount, nil
 	case "":
-		return "", badCredentials("Google Application Credentials have no \"type\"; expected \"service_account\" or \"external_account\"", nil)
+		return "", badCredentials("Google Application Credentials have no \"type\"; expected \"service_account\", \"external_account\" or \"impersonated_service_account\"", nil)
 	}
-	msg := "Google Application Credentials must be a service_account key or an external_account configuration"
+	msg := "Google Application Credentials must be a service_account key, an external_account configuration or an impersonated_service_account configuration"
 	if knownTypes[f.Type] {
 		msg += fmt.Sprintf(", not %q", f.Type)
 	}

@@ -1,0 +1,314 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/labelsync/labelsync/internal/catalog"
+	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/secrets"
+	"github.com/labelsync/labelsync/internal/storages"
+)
+
+// Creating, changing and deleting storages (SPEC §4, Label Studio's
+// paths): the change is stored in the catalog (package catalog), in force
+// on the replica that answers when it answers, and on every other worker
+// and exporter within a second.
+
+// WithCatalog serves create, PATCH and DELETE through c; box seals inline
+// credentials (nil refuses them, with a message naming LABELSYNC_SECRET_KEY).
+func (s *Server) WithCatalog(c *catalog.Catalog, box *secrets.Box) *Server {
+	s.catalog, s.box = c, box
+	return s
+}
+
+func (s *Server) registerWrites(mux *http.ServeMux) {
+	mux.Handle("POST /api/storages/gcs", s.auth(s.createImport))
+	mux.Handle("PATCH /api/storages/gcs/{id}", s.auth(s.patchImport))
+	mux.Handle("DELETE /api/storages/gcs/{id}", s.auth(s.deleteImport))
+}
+
+func (s *Server) registerExportWrites(mux *http.ServeMux) {
+	mux.Handle("POST /api/storages/export/gcs", s.auth(s.createExport))
+	mux.Handle("PATCH /api/storages/export/gcs/{id}", s.auth(s.patchExport))
+	mux.Handle("DELETE /api/storages/export/gcs/{id}", s.auth(s.deleteExport))
+}
+
+// body reads a request body, answering 413 or 400 itself.
+func body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"detail": "request body over " + strconv.Itoa(MaxBodyBytes) + " bytes"})
+		return nil, false
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"detail": "the body could not be read"})
+		return nil, false
+	}
+	return b, true
+}
+
+// bodyError answers a storage body that cannot be accepted.
+func bodyError(w http.ResponseWriter, err error) {
+	var be *storages.BodyError
+	if errors.As(err, &be) {
+		fields := be.Fields
+		if fields == nil {
+			fields = map[string][]string{}
+		}
+		writeJSON(w, http.StatusBadRequest, map[string]any{"detail": be.Detail, "validation_errors": fields})
+		return
+	}
+	validationError(w, err)
+}
+
+func (s *Server) writable(w http.ResponseWriter) bool {
+	if s.catalog == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"detail": "storages cannot be changed here"})
+		return false
+	}
+	return true
+}
+
+// checkBucket: the bucket exists and the credentials can read it (an empty
+// prefix, or one with no objects yet, is fine: uploads may come later).
+func (s *Server) checkBucket(ctx context.Context, w http.ResponseWriter, creds []byte, bucket string) bool {
+	c, err := s.client(ctx, creds)
+	if err != nil {
+		validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google Application Credentials are invalid", Err: err})
+		return false
+	}
+	if err := gcs.ValidateExport(ctx, c, bucket); err != nil {
+		validationError(w, err)
+		return false
+	}
+	return true
+}
+
+func (s *Server) createImport(w http.ResponseWriter, r *http.Request) {
+	b, ok := body(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	st, err := storages.DecodeImport(b, nil)
+	if err != nil {
+		bodyError(w, err)
+		return
+	}
+	if st.GoogleApplicationCredentials != "" && s.box == nil {
+		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: storages.ErrNoSecretKey})
+		return
+	}
+	if !s.checkBucket(r.Context(), w, []byte(st.GoogleApplicationCredentials), st.Bucket) {
+		return
+	}
+	created, err := catalog.Create(r.Context(), s.catalog, st)
+	if s.writeFailed(w, err) {
+		return
+	}
+	v, err := s.view(r.Context(), &created)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) patchImport(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	b, ok := body(w, r)
+	if !ok {
+		return
+	}
+	refused := false
+	updated, err := catalog.Update(r.Context(), s.catalog, id, func(cur storages.Import) (storages.Import, error) {
+		next, err := storages.DecodeImport(b, &cur)
+		if err != nil {
+			return next, err
+		}
+		creds, err := plainOr(next.GoogleApplicationCredentials, func() ([]byte, error) { return next.Credentials(s.box) })
+		if err != nil {
+			return next, &storages.FieldError{Field: "google_application_credentials", Err: err}
+		}
+		if !s.checkBucket(r.Context(), w, creds, next.Bucket) {
+			refused = true
+			return next, errRefused
+		}
+		return next, nil
+	})
+	if refused {
+		return // checkBucket answered
+	}
+	if errors.Is(err, catalog.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return
+	}
+	var be *storages.BodyError
+	var fe *storages.FieldError
+	if errors.As(err, &be) || errors.As(err, &fe) || errors.Is(err, storages.ErrNoSecretKey) {
+		bodyError(w, err)
+		return
+	}
+	if s.writeFailed(w, err) {
+		return
+	}
+	v, err := s.view(r.Context(), &updated)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) deleteImport(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	err := catalog.Delete[storages.Import](r.Context(), s.catalog, id)
+	if errors.Is(err, catalog.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return
+	}
+	if s.writeFailed(w, err) {
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
+	b, ok := body(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	ex, err := storages.DecodeExport(b, nil)
+	if err != nil {
+		bodyError(w, err)
+		return
+	}
+	if ex.GoogleApplicationCredentials != "" && s.box == nil {
+		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: storages.ErrNoSecretKey})
+		return
+	}
+	if !s.checkBucket(r.Context(), w, []byte(ex.GoogleApplicationCredentials), ex.Bucket) {
+		return
+	}
+	created, err := catalog.Create(r.Context(), s.catalog, ex)
+	if s.writeFailed(w, err) {
+		return
+	}
+	v, err := s.exportView(r.Context(), created)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (s *Server) patchExport(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	b, ok := body(w, r)
+	if !ok {
+		return
+	}
+	refused := false
+	updated, err := catalog.Update(r.Context(), s.catalog, id, func(cur storages.Export) (storages.Export, error) {
+		next, err := storages.DecodeExport(b, &cur)
+		if err != nil {
+			return next, err
+		}
+		creds, err := plainOr(next.GoogleApplicationCredentials, func() ([]byte, error) { return next.Credentials(s.box) })
+		if err != nil {
+			return next, &storages.FieldError{Field: "google_application_credentials", Err: err}
+		}
+		if !s.checkBucket(r.Context(), w, creds, next.Bucket) {
+			refused = true
+			return next, errRefused
+		}
+		return next, nil
+	})
+	if refused {
+		return // checkBucket answered
+	}
+	if errors.Is(err, catalog.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return
+	}
+	var be *storages.BodyError
+	var fe *storages.FieldError
+	if errors.As(err, &be) || errors.As(err, &fe) || errors.Is(err, storages.ErrNoSecretKey) {
+		bodyError(w, err)
+		return
+	}
+	if s.writeFailed(w, err) {
+		return
+	}
+	v, err := s.exportView(r.Context(), updated)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) deleteExport(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok || !s.writable(w) {
+		return
+	}
+	err := catalog.Delete[storages.Export](r.Context(), s.catalog, id)
+	if errors.Is(err, catalog.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return
+	}
+	if s.writeFailed(w, err) {
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeFailed answers a catalog error: a taken id is a 400 on "id",
+// anything else a 503.
+func (s *Server) writeFailed(w http.ResponseWriter, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, catalog.ErrExists):
+		writeJSON(w, http.StatusBadRequest, map[string]any{"detail": "a storage with this id exists", "validation_errors": map[string][]string{"id": {"a storage with this id exists"}}})
+	case errors.Is(err, storages.ErrNoSecretKey):
+		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: err})
+	default:
+		s.fail(w, err)
+	}
+	return true
+}
+
+func pathID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
+		return 0, false
+	}
+	return id, true
+}
+
+// plainOr returns credentials just sent in a body, or else the stored ones.
+func plainOr(plain string, stored func() ([]byte, error)) ([]byte, error) {
+	if plain != "" {
+		return []byte(plain), nil
+	}
+	return stored()
+}
+
+// errRefused stops an update whose bucket check already answered.
+var errRefused = errors.New("api: refused")
