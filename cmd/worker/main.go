@@ -1,6 +1,7 @@
 // Command worker imports GCS objects into labelsync task events: it consumes
 // GCS notifications from Pub/Sub and publishes tasks to NATS JetStream.
-// `worker sync --storage ID` runs one sync (backfill) of a source storage.
+// `worker sync --storage ID` runs one sync (backfill) of a source storage;
+// `worker secrets rotate` re-seals stored credentials with a new key.
 // Configuration is environment variables or flags (see README and SPEC §5).
 package main
 
@@ -29,6 +30,9 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "sync" {
 		return runSync(ctx, args[1:])
+	}
+	if len(args) > 1 && args[0] == "secrets" && args[1] == "rotate" {
+		return runRotate(ctx, args[2:])
 	}
 	cfg, err := worker.LoadConfig(ctx, args, envconfig.OsLookuper())
 	if err != nil {
@@ -59,6 +63,20 @@ func runSync(ctx context.Context, args []string) error {
 		return err
 	}
 	return worker.RunSync(ctx, cfg, logger, id, reconcile, os.Stdout)
+}
+
+// runRotate is `worker secrets rotate`: LABELSYNC_SECRET_KEY is the
+// current key, LABELSYNC_NEW_SECRET_KEY the next one.
+func runRotate(ctx context.Context, args []string) error {
+	cfg, err := worker.LoadConfig(ctx, args, envconfig.OsLookuper())
+	if err != nil {
+		return err
+	}
+	logger, err := cfg.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	return worker.RunRotate(ctx, cfg, logger, os.Getenv("LABELSYNC_NEW_SECRET_KEY"), os.Stdout)
 }
 
 // syncFlags takes --storage ID and --reconcile out of args; the rest are
