@@ -28,6 +28,7 @@ run: build ## local stack: emulators, worker with embedded NATS, exporter; shows
 bench: ## throughput, latency and memory benchmarks on pstest and Google's Pub/Sub emulator (LABELSYNC_BENCH_N, LABELSYNC_BENCH_RSS_N, LABELSYNC_BENCH_LATENCY_SECONDS; docs/benchmarks.md)
 	@echo "machine: $$(nproc) CPUs, $$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | xargs), $$(awk '/MemTotal/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo 2>/dev/null), $$($(GO) env GOVERSION), $$(date -u +%FT%TZ)"
 	$(GO) test ./internal/bench -run '^$$' -bench . -benchtime 1x -timeout 60m -v
+	$(GO) test ./internal/catalog -run '^$$' -bench CreateLive -benchtime 1x
 
 fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test ./internal/events -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
