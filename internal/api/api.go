@@ -60,6 +60,7 @@ type Server struct {
 	// exportSyncs, when set, makes export storages' status fields real and
 	// serves their sync.
 	exportSyncs exportSyncs
+	limits      *limiter
 	// catalog, when set, serves create, PATCH and DELETE (crud.go).
 	catalog *catalog.Catalog
 	box     *secrets.Box
@@ -114,7 +115,10 @@ func Authorized(token string, r *http.Request) bool {
 }
 
 func (s *Server) auth(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if s.limits == nil {
+		s.limits = newLimiter(Limits{})
+	}
+	return s.limits.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !Authorized(s.token, r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="labelsync"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"detail": "Authentication credentials were not provided or are invalid."})
@@ -122,7 +126,7 @@ func (s *Server) auth(h http.HandlerFunc) http.Handler {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		h(w, r)
-	})
+	}))
 }
 
 // importView is an import storage as the API shows it: its fields (never

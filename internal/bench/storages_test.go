@@ -5,17 +5,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/labelsync/labelsync/internal/api"
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/syncer"
 )
 
 // manyStoragesJSON is the benchmark storage plus 999 others: 100 projects
@@ -129,4 +136,102 @@ func handleOnce(ctx context.Context, b *testing.B, n int, handle message.Handler
 		b.Fatalf("%d task events for %d new keys", got, n)
 	}
 	return run.took
+}
+
+// idleSyncs answers the API's status reads: no sync ever ran.
+type idleSyncs struct{}
+
+func (idleSyncs) Status(context.Context, int64) (syncer.Status, error) {
+	return syncer.Status{Status: syncer.StatusInitialized}, nil
+}
+
+func (idleSyncs) Request(context.Context, int64, bool) (syncer.Status, error) {
+	return syncer.Status{Status: syncer.StatusQueued}, nil
+}
+
+// BenchmarkAPIPressure is the notification path (BenchmarkManyStorages'
+// handler, 1,000 storages) while one client hammers the storage API with 32
+// connections listing all 1,000 storages, against the same path with the
+// API idle, alternated LABELSYNC_BENCH_ROUNDS times (default 3). Issue 11:
+// a single API client cannot starve the notification path.
+func BenchmarkAPIPressure(b *testing.B) {
+	n := envInt(b, "LABELSYNC_BENCH_PATH_N", 50_000)
+	rounds := envInt(b, "LABELSYNC_BENCH_ROUNDS", 3)
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	set := benchSet(b, manyStoragesJSON())
+	srv, _ := startNATS(b)
+	bus := newBus(ctx, b, srv.URL(), "labelsync-bench-pressure")
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	letters := deadletter.NewWriter(bus, "worker", m, logger)
+	h := ingest.NewNotifications(ingest.New(bus, letters, m, logger), func() *storages.Set { return set }, m, logger)
+	failures, err := deadletter.Middleware(letters, deadletter.DefaultRetry(), logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	handle := failures(func(msg *message.Message) ([]*message.Message, error) { return nil, h.Handle(msg) })
+
+	mux := http.NewServeMux()
+	// The worker's default limits (LABELSYNC_API_RATE, LABELSYNC_API_IN_FLIGHT).
+	limits := api.Limits{PerSecond: 20, InFlight: 2}
+	if os.Getenv("LABELSYNC_BENCH_API_UNLIMITED") == "1" {
+		limits = api.Limits{}
+	}
+	api.New("t", func() *storages.Set { return set }, func() []storages.Export { return nil }, idleSyncs{}, nil, nil, logger).WithLimits(limits).Register(mux)
+	apiSrv := httptest.NewServer(mux)
+	defer apiSrv.Close()
+	hammer := func(stop <-chan struct{}) (ok, throttled *atomic.Int64, done func()) {
+		ok, throttled = new(atomic.Int64), new(atomic.Int64)
+		var wg sync.WaitGroup
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+		for range 32 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req, _ := http.NewRequest("GET", apiSrv.URL+"/api/storages/gcs", nil)
+					req.Header.Set("Authorization", "Bearer t")
+					resp, err := client.Do(req)
+					if err != nil {
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						ok.Add(1)
+					} else {
+						throttled.Add(1)
+					}
+				}
+			})
+		}
+		return ok, throttled, wg.Wait
+	}
+	var quiet, pressed time.Duration
+	var served, throttled int64
+	for range b.N {
+		for r := range rounds {
+			for _, withAPI := range []bool{r%2 == 0, r%2 == 1} {
+				if !withAPI {
+					quiet += handleOnce(ctx, b, n, handle, reg)
+					continue
+				}
+				stop := make(chan struct{})
+				ok, th, wait := hammer(stop)
+				pressed += handleOnce(ctx, b, n, handle, reg)
+				close(stop)
+				wait()
+				served += ok.Load()
+				throttled += th.Load()
+			}
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(100*float64(quiet)/float64(pressed), "pct_of_quiet")
+	b.ReportMetric(float64(served)/pressed.Seconds(), "api_requests/s")
+	b.ReportMetric(float64(throttled)/pressed.Seconds(), "api_throttled/s")
 }

@@ -39,7 +39,12 @@ type Config struct {
 	// dead-lettered. Reading streams, so the cap is about time, not memory.
 	MaxObjectBytes int64  `env:"LABELSYNC_MAX_OBJECT_BYTES, default=4294967296"`
 	APIToken       string `env:"LABELSYNC_API_TOKEN"`
-	SecretKey      string `env:"LABELSYNC_SECRET_KEY"`
+	// APIRate and APIInFlight bound the storage API (all clients
+	// together) so that it cannot starve the notification path: requests
+	// per second, and handlers at once (BenchmarkAPIPressure).
+	APIRate     float64 `env:"LABELSYNC_API_RATE, default=20"`
+	APIInFlight int     `env:"LABELSYNC_API_IN_FLIGHT, default=2"`
+	SecretKey   string  `env:"LABELSYNC_SECRET_KEY"`
 
 	// ShutdownTimeout bounds the drain of in-flight messages at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
@@ -103,6 +108,12 @@ func (c *Config) Validate() error {
 		if _, err := secrets.New(c.SecretKey); err != nil {
 			return err
 		}
+	}
+	if c.APIRate <= 0 {
+		return fmt.Errorf("LABELSYNC_API_RATE: %g must be positive", c.APIRate)
+	}
+	if c.APIInFlight < 1 {
+		return fmt.Errorf("LABELSYNC_API_IN_FLIGHT: %d must be at least 1", c.APIInFlight)
 	}
 	if c.MaxObjectBytes < 1 {
 		return fmt.Errorf("LABELSYNC_MAX_OBJECT_BYTES: %d must be positive", c.MaxObjectBytes)

@@ -21,7 +21,8 @@ func (w *Worker) routes() http.Handler {
 		fmt.Fprintln(rw, "ok")
 	})
 	api.New(w.cfg.APIToken, w.catalog.Imports, w.catalog.Exports, w.syncer, w.clients.For, w.clientFor, w.logger).
-		WithExportSyncs(w.exportSyncs).WithCatalog(w.catalog, w.secrets).Register(mux)
+		WithExportSyncs(w.exportSyncs).WithCatalog(w.catalog, w.secrets).
+		WithLimits(api.Limits{PerSecond: w.cfg.APIRate, InFlight: w.cfg.APIInFlight}).Register(mux)
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := w.ready(r.Context()); err != nil {
