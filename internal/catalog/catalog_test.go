@@ -271,3 +271,62 @@ func TestSealedCredentialsAndRotation(t *testing.T) {
 		t.Errorf("credentials after rotation: %q, %v", got, err)
 	}
 }
+
+// A snapshot is never half applied: while one replica flips a storage
+// between two prefixes and another creates and deletes storages, every
+// snapshot another replica reads matches an object under exactly one of
+// the prefixes, never both or none.
+func TestSnapshotsAreConsistent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, cs := replicas(t, 2, nil)
+	s, err := catalog.Create(ctx, cs[0], imp(0, "acme-raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, time.Second, "storage on the reader", func() bool { _, ok := cs[1].Imports().Get(s.ID); return ok })
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads int
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			snap := cs[1].Snapshot()
+			a := len(snap.Imports.Match("acme-raw", "incoming/x.jpg"))
+			b := len(snap.Imports.Match("acme-raw", "other/x.jpg"))
+			if a+b != 1 {
+				t.Errorf("a snapshot matches %d under incoming/ and %d under other/", a, b)
+				return
+			}
+			reads++
+		}
+	})
+	for i := range 100 {
+		prefix := "other"
+		if i%2 == 1 {
+			prefix = "incoming"
+		}
+		if _, err := catalog.Update(ctx, cs[0], s.ID, func(cur storages.Import) (storages.Import, error) {
+			cur.Prefix = prefix
+			return cur, cur.Normalize()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		other, err := catalog.Create(ctx, cs[0], imp(0, "acme-other"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := catalog.Delete[storages.Import](ctx, cs[0], other.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if reads == 0 {
+		t.Fatal("the reader never read")
+	}
+}
