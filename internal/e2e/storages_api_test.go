@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labelsync/labelsync/internal/config"
+	"github.com/labelsync/labelsync/internal/exporter"
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
@@ -310,5 +312,69 @@ func TestStorageAPIErrors(t *testing.T) {
 	body, _ := httpGet("http://" + rw.w.HTTPAddr() + "/metrics")
 	if strings.Contains(body, leakMarker) {
 		t.Error("the credentials appear in the metrics")
+	}
+}
+
+// TestExportStorageCreatedThroughTheWorker: an export storage created
+// through the worker's API is live in a running exporter, which writes the
+// next annotation to it; deleted, it gets nothing more.
+func TestExportStorageCreatedThroughTheWorker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, backends[0], `{"import": [{"id": 1, "project": 7, "bucket": "acme-raw", "prefix": "incoming", "use_blob_urls": true}]}`)
+	cfg := h.config()
+	cfg.APIToken = "s3cret"
+	rw := h.startWorkerWith(cfg)
+	x, err := exporter.New(h.ctx, exporter.Config{
+		NATSURL: h.natsURL, HTTPAddr: "127.0.0.1:0", WebhookSecret: webhookSecret, APIToken: "s3cret",
+		Concurrency: 4, AckWait: 30 * time.Second, ShutdownTimeout: 5 * time.Second, StorageEmulatorHost: h.stack.GCSURL,
+		Logging: config.Logging{LogLevel: "warn", LogFormat: "text"},
+	}, h.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- x.Run(xctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	rx := &runningExporter{x: x, cancel: cancel, done: done}
+	xh := &xharness{t: t, ctx: h.ctx}
+	eventually(t, 30*time.Second, "exporter ready", func() error {
+		_, err := httpGet("http://" + x.HTTPAddr() + "/readyz")
+		return err
+	})
+
+	code, created := h.api(rw, "POST", "/api/storages/export/gcs", "s3cret", `{"project": 7, "bucket": "acme-raw", "prefix": "labels", "can_delete_objects": true}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create export storage: %d %v", code, created)
+	}
+	id := int64(created["id"].(float64))
+	eventually(t, time.Second, "the exporter has the storage", func() error {
+		req, _ := http.NewRequestWithContext(h.ctx, "GET", fmt.Sprintf("http://%s/api/storages/export/gcs/%d", x.HTTPAddr(), id), nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%d", resp.StatusCode)
+		}
+		return nil
+	})
+	xh.mustPost(rx, annotationPayload("ANNOTATION_CREATED", 77, 5, "cat", time.Now()))
+	eventually(t, 30*time.Second, "the annotation in the new storage", func() error {
+		if _, err := h.gcs.Bucket("acme-raw").Object("labels/77").Attrs(h.ctx); err != nil {
+			return err
+		}
+		return nil
+	})
+	if code, out := h.api(rw, "DELETE", fmt.Sprintf("/api/storages/export/gcs/%d", id), "s3cret", ""); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %v", code, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	xh.mustPost(rx, annotationPayload("ANNOTATION_CREATED", 78, 5, "dog", time.Now()))
+	time.Sleep(time.Second)
+	if _, err := h.gcs.Bucket("acme-raw").Object("labels/78").Attrs(h.ctx); err == nil {
+		t.Error("an annotation was written to a deleted export storage")
 	}
 }
