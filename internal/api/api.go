@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -82,6 +83,7 @@ func New(token string, current func() *storages.Set, exports func() []storages.E
 // Register adds the routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET /api/storages/gcs", s.auth(s.listImports))
+	mux.Handle("GET /api/storages/gcs/{$}", s.auth(s.listImports))
 	mux.Handle("GET /api/storages/gcs/{id}", s.auth(s.getImport))
 	mux.Handle("POST /api/storages/gcs/{id}/sync", s.auth(s.sync))
 	mux.Handle("POST /api/storages/gcs/validate", s.auth(s.validateImport))
@@ -96,6 +98,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 // serves them too).
 func (s *Server) RegisterExports(mux *http.ServeMux) {
 	mux.Handle("GET /api/storages/export/gcs", s.auth(s.listExports))
+	mux.Handle("GET /api/storages/export/gcs/{$}", s.auth(s.listExports))
 	mux.Handle("GET /api/storages/export/gcs/{id}", s.auth(s.getExport))
 	mux.Handle("POST /api/storages/export/gcs/validate", s.auth(s.validateExport))
 	mux.Handle("POST /api/storages/export/gcs/{id}/sync", s.auth(s.syncExport))
@@ -253,15 +256,30 @@ func (s *Server) validateImport(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) validateExport(w http.ResponseWriter, r *http.Request) {
-	var ex storages.Export
-	if !decode(w, r, &ex) {
+	b, ok := body(w, r)
+	if !ok {
 		return
 	}
-	if err := ex.Normalize(); err != nil {
-		validationError(w, err)
+	var base *storages.Export
+	if id := bodyID(b); id > 0 {
+		for _, ex := range s.exports() {
+			if ex.ID == id {
+				base = &ex
+				break
+			}
+		}
+	}
+	ex, err := storages.DecodeExport(b, base)
+	if err != nil {
+		bodyError(w, err)
 		return
 	}
-	c, ok := s.clientOf(w, r, []byte(ex.GoogleApplicationCredentials))
+	creds, err := plainOr(ex.GoogleApplicationCredentials, func() ([]byte, error) { return ex.Credentials(s.box) })
+	if err != nil {
+		validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google credentials are invalid", Err: err})
+		return
+	}
+	c, ok := s.clientOf(w, r, creds)
 	if !ok {
 		return
 	}
@@ -383,32 +401,59 @@ func (s *Server) importByID(w http.ResponseWriter, r *http.Request) (*storages.I
 // Label Studio's preview and validate forms send it. Inline credentials
 // are used for this request only and never stored.
 func (s *Server) decodeImport(w http.ResponseWriter, r *http.Request) (*storages.Import, *storage.Client, bool) {
-	var st storages.Import
-	if !decode(w, r, &st) {
+	b, ok := body(w, r)
+	if !ok {
 		return nil, nil, false
 	}
-	if st.ID != 0 && st.Bucket == "" {
-		// A saved storage named by id: its own sealed credentials.
-		if saved, ok := s.current().Get(st.ID); ok {
-			c, err := s.saved(r.Context(), saved)
-			if err != nil {
-				validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google credentials are invalid", Err: err})
-				return nil, nil, false
-			}
-			return saved, c, true
+	// A saved storage named by id is the base, as Label Studio's validate
+	// does for a storage being edited: the body's fields replace its
+	// fields, and its own credentials serve unless the body sends others.
+	var base *storages.Import
+	if id := bodyID(b); id > 0 && s.current != nil {
+		if saved, ok := s.current().Get(id); ok {
+			base = saved
 		}
+	}
+	st, err := storages.DecodeImport(b, base)
+	if err != nil {
+		bodyError(w, err)
+		return nil, nil, false
+	}
+	if st.GoogleApplicationCredentials == "" && base != nil && st.HasCredentials() {
+		c, err := s.saved(r.Context(), &st)
+		if err != nil {
+			validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google credentials are invalid", Err: err})
+			return nil, nil, false
+		}
+		return &st, c, true
 	}
 	creds := st.GoogleApplicationCredentials
 	st.GoogleApplicationCredentials = ""
-	if err := st.Normalize(); err != nil {
-		validationError(w, err)
-		return nil, nil, false
-	}
 	c, ok := s.clientOf(w, r, []byte(creds))
 	if !ok {
 		return nil, nil, false
 	}
 	return &st, c, true
+}
+
+// bodyID reads the "id" a body names (a number or a numeric string), or 0.
+func bodyID(b []byte) int64 {
+	var probe struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(b, &probe) != nil {
+		return 0
+	}
+	// The decoder's integer forms: 7, "7", " 7 ", 7.0, "7.0", 7e0.
+	text := strings.TrimSpace(strings.Trim(strings.TrimSpace(string(probe.ID)), `"`))
+	if id, err := strconv.ParseInt(text, 10, 64); err == nil {
+		return id
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil || f != math.Trunc(f) || f < 1 || f > 1<<53 {
+		return 0
+	}
+	return int64(f)
 }
 
 func (s *Server) clientOf(w http.ResponseWriter, r *http.Request, creds []byte) (*storage.Client, bool) {

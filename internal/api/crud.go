@@ -27,12 +27,14 @@ func (s *Server) WithCatalog(c *catalog.Catalog, box *secrets.Box) *Server {
 
 func (s *Server) registerWrites(mux *http.ServeMux) {
 	mux.Handle("POST /api/storages/gcs", s.auth(s.createImport))
+	mux.Handle("POST /api/storages/gcs/{$}", s.auth(s.createImport))
 	mux.Handle("PATCH /api/storages/gcs/{id}", s.auth(s.patchImport))
 	mux.Handle("DELETE /api/storages/gcs/{id}", s.auth(s.deleteImport))
 }
 
 func (s *Server) registerExportWrites(mux *http.ServeMux) {
 	mux.Handle("POST /api/storages/export/gcs", s.auth(s.createExport))
+	mux.Handle("POST /api/storages/export/gcs/{$}", s.auth(s.createExport))
 	mux.Handle("PATCH /api/storages/export/gcs/{id}", s.auth(s.patchExport))
 	mux.Handle("DELETE /api/storages/export/gcs/{id}", s.auth(s.deleteExport))
 }

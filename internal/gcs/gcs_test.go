@@ -457,13 +457,19 @@ func TestPreview(t *testing.T) {
 // A server that went away is a transient failure, not a dead letter.
 func TestConnectionRefusedIsTransient(t *testing.T) {
 	t.Parallel()
-	srv, c := fake(t, "b")
-	srv.Stop()
+	// Port 1: nothing listens there (a stopped fake server's port could be
+	// taken by a parallel test's server meanwhile, which answered 404).
+	clients := gcs.NewClients(gcs.Options{EmulatorHost: "http://127.0.0.1:1"})
+	t.Cleanup(func() { _ = clients.Close() })
+	c, err := clients.For(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The client retries refused connections itself until ctx ends; the
 	// error then carries both the deadline and the last refusal.
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
-	_, _, err := gcs.Open(ctx, c, "b", "k", 0, 0)
+	_, _, err = gcs.Open(ctx, c, "b", "k", 0, 0)
 	if err == nil || !gcs.Transient(err) {
 		t.Errorf("Open against a stopped server: %v, Transient %v; want a transient error", err, gcs.Transient(err))
 	}
