@@ -91,28 +91,64 @@ func (s *Server) checkBucket(ctx context.Context, w http.ResponseWriter, creds [
 	return true
 }
 
-func (s *Server) createImport(w http.ResponseWriter, r *http.Request) {
+// kind is what the create, PATCH and DELETE handlers need of one storage
+// kind: its decoder, its fields, and its view.
+type kind[S storages.Import | storages.Export] struct {
+	decode func(body []byte, base *S) (S, error)
+	fields func(*S) (plain, bucket string, stored func(*secrets.Box) ([]byte, error))
+	view   func(s *Server, ctx context.Context, st S) (any, error)
+}
+
+var importKind = kind[storages.Import]{
+	decode: storages.DecodeImport,
+	fields: func(st *storages.Import) (string, string, func(*secrets.Box) ([]byte, error)) {
+		return st.GoogleApplicationCredentials, st.Bucket, st.Credentials
+	},
+	view: func(s *Server, ctx context.Context, st storages.Import) (any, error) { return s.view(ctx, &st) },
+}
+
+var exportKind = kind[storages.Export]{
+	decode: storages.DecodeExport,
+	fields: func(st *storages.Export) (string, string, func(*secrets.Box) ([]byte, error)) {
+		return st.GoogleApplicationCredentials, st.Bucket, st.Credentials
+	},
+	view: func(s *Server, ctx context.Context, st storages.Export) (any, error) { return s.exportView(ctx, st) },
+}
+
+func (s *Server) createImport(w http.ResponseWriter, r *http.Request) { create(s, importKind, w, r) }
+func (s *Server) patchImport(w http.ResponseWriter, r *http.Request)  { patch(s, importKind, w, r) }
+func (s *Server) deleteImport(w http.ResponseWriter, r *http.Request) {
+	remove[storages.Import](s, w, r)
+}
+func (s *Server) createExport(w http.ResponseWriter, r *http.Request) { create(s, exportKind, w, r) }
+func (s *Server) patchExport(w http.ResponseWriter, r *http.Request)  { patch(s, exportKind, w, r) }
+func (s *Server) deleteExport(w http.ResponseWriter, r *http.Request) {
+	remove[storages.Export](s, w, r)
+}
+
+func create[S storages.Import | storages.Export](s *Server, k kind[S], w http.ResponseWriter, r *http.Request) {
 	b, ok := body(w, r)
 	if !ok || !s.writable(w) {
 		return
 	}
-	st, err := storages.DecodeImport(b, nil)
+	st, err := k.decode(b, nil)
 	if err != nil {
 		bodyError(w, err)
 		return
 	}
-	if st.GoogleApplicationCredentials != "" && s.box == nil {
+	plain, bucket, _ := k.fields(&st)
+	if plain != "" && s.box == nil {
 		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: storages.ErrNoSecretKey})
 		return
 	}
-	if !s.checkBucket(r.Context(), w, []byte(st.GoogleApplicationCredentials), st.Bucket) {
+	if !s.checkBucket(r.Context(), w, []byte(plain), bucket) {
 		return
 	}
 	created, err := catalog.Create(r.Context(), s.catalog, st)
 	if s.writeFailed(w, err) {
 		return
 	}
-	v, err := s.view(r.Context(), &created)
+	v, err := k.view(s, r.Context(), created)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -120,7 +156,7 @@ func (s *Server) createImport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, v)
 }
 
-func (s *Server) patchImport(w http.ResponseWriter, r *http.Request) {
+func patch[S storages.Import | storages.Export](s *Server, k kind[S], w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok || !s.writable(w) {
 		return
@@ -130,16 +166,17 @@ func (s *Server) patchImport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	refused := false
-	updated, err := catalog.Update(r.Context(), s.catalog, id, func(cur storages.Import) (storages.Import, error) {
-		next, err := storages.DecodeImport(b, &cur)
+	updated, err := catalog.Update(r.Context(), s.catalog, id, func(cur S) (S, error) {
+		next, err := k.decode(b, &cur)
 		if err != nil {
 			return next, err
 		}
-		creds, err := plainOr(next.GoogleApplicationCredentials, func() ([]byte, error) { return next.Credentials(s.box) })
+		plain, bucket, stored := k.fields(&next)
+		creds, err := plainOr(plain, func() ([]byte, error) { return stored(s.box) })
 		if err != nil {
 			return next, &storages.FieldError{Field: "google_application_credentials", Err: err}
 		}
-		if !s.checkBucket(r.Context(), w, creds, next.Bucket) {
+		if !s.checkBucket(r.Context(), w, creds, bucket) {
 			refused = true
 			return next, errRefused
 		}
@@ -161,7 +198,7 @@ func (s *Server) patchImport(w http.ResponseWriter, r *http.Request) {
 	if s.writeFailed(w, err) {
 		return
 	}
-	v, err := s.view(r.Context(), &updated)
+	v, err := k.view(s, r.Context(), updated)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -169,106 +206,12 @@ func (s *Server) patchImport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (s *Server) deleteImport(w http.ResponseWriter, r *http.Request) {
+func remove[S storages.Import | storages.Export](s *Server, w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok || !s.writable(w) {
 		return
 	}
-	err := catalog.Delete[storages.Import](r.Context(), s.catalog, id)
-	if errors.Is(err, catalog.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
-		return
-	}
-	if s.writeFailed(w, err) {
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) createExport(w http.ResponseWriter, r *http.Request) {
-	b, ok := body(w, r)
-	if !ok || !s.writable(w) {
-		return
-	}
-	ex, err := storages.DecodeExport(b, nil)
-	if err != nil {
-		bodyError(w, err)
-		return
-	}
-	if ex.GoogleApplicationCredentials != "" && s.box == nil {
-		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: storages.ErrNoSecretKey})
-		return
-	}
-	if !s.checkBucket(r.Context(), w, []byte(ex.GoogleApplicationCredentials), ex.Bucket) {
-		return
-	}
-	created, err := catalog.Create(r.Context(), s.catalog, ex)
-	if s.writeFailed(w, err) {
-		return
-	}
-	v, err := s.exportView(r.Context(), created)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, v)
-}
-
-func (s *Server) patchExport(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathID(w, r)
-	if !ok || !s.writable(w) {
-		return
-	}
-	b, ok := body(w, r)
-	if !ok {
-		return
-	}
-	refused := false
-	updated, err := catalog.Update(r.Context(), s.catalog, id, func(cur storages.Export) (storages.Export, error) {
-		next, err := storages.DecodeExport(b, &cur)
-		if err != nil {
-			return next, err
-		}
-		creds, err := plainOr(next.GoogleApplicationCredentials, func() ([]byte, error) { return next.Credentials(s.box) })
-		if err != nil {
-			return next, &storages.FieldError{Field: "google_application_credentials", Err: err}
-		}
-		if !s.checkBucket(r.Context(), w, creds, next.Bucket) {
-			refused = true
-			return next, errRefused
-		}
-		return next, nil
-	})
-	if refused {
-		return // checkBucket answered
-	}
-	if errors.Is(err, catalog.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
-		return
-	}
-	var be *storages.BodyError
-	var fe *storages.FieldError
-	if errors.As(err, &be) || errors.As(err, &fe) || errors.Is(err, storages.ErrNoSecretKey) {
-		bodyError(w, err)
-		return
-	}
-	if s.writeFailed(w, err) {
-		return
-	}
-	v, err := s.exportView(r.Context(), updated)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
-}
-
-func (s *Server) deleteExport(w http.ResponseWriter, r *http.Request) {
-	id, ok := pathID(w, r)
-	if !ok || !s.writable(w) {
-		return
-	}
-	err := catalog.Delete[storages.Export](r.Context(), s.catalog, id)
+	err := catalog.Delete[S](r.Context(), s.catalog, id)
 	if errors.Is(err, catalog.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not found."})
 		return
