@@ -5,11 +5,11 @@
 //
 // Each annotation of a payload is one message, on
 // labelsync.annotations.<project>.<annotation id>, in the shape of a
-// one-annotation webhook payload (annotation.Event.Payload). Its
-// Nats-Msg-Id is derived from the action, the annotation and its
-// updated_at, so the same webhook delivered twice inside JetStream's
-// duplicate window is stored once; the exporter's newest-wins rule makes a
-// later duplicate harmless too.
+// one-annotation webhook payload (annotation.Event.Payload). The stream
+// keeps one message per subject, and each is stored only if it is newer
+// than the one there (its updated_at, in a header), conditioned on that
+// message's sequence: a repeated or out-of-order webhook is answered 200
+// and not stored, and nothing follows a delete.
 //
 // Requests need `Authorization: Bearer <LABELSYNC_WEBHOOK_SECRET>`
 // (compared in constant time; 401 otherwise). Bodies over MaxBodyBytes are
@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,7 @@ import (
 	"github.com/labelsync/labelsync/internal/annotation"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/metrics"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Path is the webhook's route.
@@ -63,6 +65,9 @@ type Handler struct {
 	timeout time.Duration
 	metrics *metrics.Metrics
 	logger  *slog.Logger
+
+	mu          sync.Mutex
+	annotations jetstream.Stream
 }
 
 // New builds the handler. secret empty refuses every request. maxMsg is
@@ -123,44 +128,99 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.answer(w, http.StatusOK, outcomeAccepted, map[string]any{"action": action, "accepted": len(events)})
 }
 
-// publish stores every event and waits for all acknowledgements.
+// Headers of a stored annotation message: what the intake compares a new
+// change with, without decoding the stored payload.
+const (
+	hdrUpdatedAt = "Labelsync-Updated-At"
+	hdrDeleted   = "Labelsync-Deleted"
+)
+
+// publish stores every event: each one conditioned on its subject's last
+// message, so that the stream keeps the newest state of each annotation
+// (it keeps one message per subject). A change older than, or as old as,
+// the stored one is not stored (Label Studio's retries and out-of-order
+// deliveries), and nothing follows a delete (Label Studio never reuses an
+// annotation id). Without the condition, an older change arriving after a
+// newer one would replace it in the stream before the exporter read it:
+// the newer change would be lost.
 func (h *Handler) publish(ctx context.Context, events []annotation.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
 	limit := h.maxMsg()
-	msgs := make([]*nats.Msg, len(events))
-	for i, ev := range events {
+	for _, ev := range events {
 		m := &nats.Msg{Subject: ev.Subject(), Data: ev.Payload(), Header: nats.Header{}}
 		m.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
-		if n := int64(len(m.Data)) + 128; limit > 0 && n > limit {
+		if ev.Action == annotation.Deleted {
+			m.Header.Set(hdrDeleted, "true")
+		} else {
+			m.Header.Set(hdrUpdatedAt, ev.UpdatedAt.UTC().Format(time.RFC3339Nano))
+		}
+		if n := int64(len(m.Data)) + 256; limit > 0 && n > limit {
 			return fault.Permanent(fault.TooLarge, fmt.Errorf("webhook: annotation %d is %d bytes, over the %d bytes LABELSYNC_ANNOTATIONS accepts", ev.AnnotationID, len(m.Data), limit))
 		}
-		msgs[i] = m
+		if err := h.store(ctx, ev, m); err != nil {
+			return err
+		}
 	}
-	if len(msgs) == 1 {
-		if _, err := h.js.PublishMsg(ctx, msgs[0]); err != nil {
+	return nil
+}
+
+// store appends m if it is newer than its subject's last message.
+func (h *Handler) store(ctx context.Context, ev annotation.Event, m *nats.Msg) error {
+	for range 16 {
+		var expect uint64
+		last, err := h.stream(ctx)
+		if err != nil {
+			return err
+		}
+		stored, err := last.GetLastMsgForSubject(ctx, m.Subject)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return fmt.Errorf("webhook: read %s: %w", m.Subject, err)
+		default:
+			if !newer(ev, stored.Header) {
+				return nil // as old as what is stored, or after a delete
+			}
+			expect = stored.Sequence
+		}
+		_, err = h.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(expect))
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			continue // another change of this annotation came in: compare again
+		}
+		if err != nil {
 			return fmt.Errorf("webhook: %w", err)
 		}
 		return nil
 	}
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		f, err := h.js.PublishMsgAsync(m)
+	return fmt.Errorf("webhook: annotation %d kept changing", ev.AnnotationID)
+}
+
+// newer reports whether ev should replace a stored message with header hdr.
+func newer(ev annotation.Event, hdr nats.Header) bool {
+	if hdr.Get(hdrDeleted) != "" {
+		return false
+	}
+	if ev.Action == annotation.Deleted {
+		return true
+	}
+	t, err := time.Parse(time.RFC3339Nano, hdr.Get(hdrUpdatedAt))
+	return err != nil || ev.UpdatedAt.After(t)
+}
+
+// stream returns the annotations stream handle, looked up once.
+func (h *Handler) stream(ctx context.Context) (jetstream.Stream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.annotations == nil {
+		s, err := h.js.Stream(ctx, taskbus.AnnotationsStream)
 		if err != nil {
-			return fmt.Errorf("webhook: %w", err)
+			return nil, fmt.Errorf("webhook: stream %s: %w", taskbus.AnnotationsStream, err)
 		}
-		futures[i] = f
+		h.annotations = s
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("webhook: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("webhook: %w", ctx.Err())
-		}
-	}
-	return nil
+	return h.annotations, nil
 }
 
 func (h *Handler) answer(w http.ResponseWriter, status int, outcome string, body map[string]any) {

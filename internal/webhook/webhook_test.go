@@ -119,3 +119,41 @@ func TestWebhookWithoutSecret(t *testing.T) {
 		}
 	}
 }
+
+// An older change arriving after a newer one does not replace it in the
+// stream (which keeps one message per annotation): before, the newer one
+// could be gone before the exporter read it. Nothing follows a delete.
+func TestWebhookKeepsTheNewestState(t *testing.T) {
+	t.Parallel()
+	h, js, _ := setup(t)
+	body := func(action, updated string) string {
+		return `{"action": "` + action + `", "annotation": {"id": 5, "result": [], "updated_at": "` + updated + `", "task": 4, "project": 7}, "project": {"id": 7}}`
+	}
+	s, err := js.Stream(context.Background(), taskbus.AnnotationsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() string {
+		t.Helper()
+		m, err := s.GetLastMsgForSubject(context.Background(), "labelsync.annotations.7.5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(m.Data)
+	}
+	for i, step := range []struct{ body, want string }{
+		{body("ANNOTATION_UPDATED", "2026-11-27T14:10:00Z"), "14:10:00"},
+		{body("ANNOTATION_UPDATED", "2026-11-27T14:08:00Z"), "14:10:00"}, // older: not stored
+		{body("ANNOTATION_CREATED", "2026-11-27T14:01:00Z"), "14:10:00"},
+		{body("ANNOTATION_UPDATED", "2026-11-27T14:12:00Z"), "14:12:00"},
+		{`{"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 5}], "project": {"id": 7}}`, "ANNOTATIONS_DELETED"},
+		{body("ANNOTATION_UPDATED", "2026-11-27T14:30:00Z"), "ANNOTATIONS_DELETED"}, // after the delete: not stored
+	} {
+		if w := post(h, "s3cret", step.body); w.Code != http.StatusOK {
+			t.Fatalf("%d: %d %s", i, w.Code, w.Body)
+		}
+		if got := stored(); !strings.Contains(got, step.want) {
+			t.Errorf("%d: the stream holds %s, want the change with %s", i, got, step.want)
+		}
+	}
+}
