@@ -275,6 +275,17 @@ func (x *Exporter) sync(ctx context.Context, id int64, seen, written, failed *at
 	if target == nil {
 		return fmt.Errorf("export storage %d does not exist", id)
 	}
+	// The sync writes the state the stream held when it started: changes
+	// that arrive meanwhile are live events, which the consumer writes.
+	stream, err := x.js.Stream(ctx, taskbus.AnnotationsStream)
+	if err != nil {
+		return fmt.Errorf("export sync: %w", err)
+	}
+	sinfo, err := stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("export sync: %w", err)
+	}
+	lastSeq := sinfo.State.LastSeq
 	cons, err := x.js.OrderedConsumer(ctx, taskbus.AnnotationsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{fmt.Sprintf("labelsync.annotations.%d.>", target.Project)},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -306,6 +317,9 @@ func (x *Exporter) sync(ctx context.Context, id int64, seen, written, failed *at
 		if err != nil {
 			_ = g.Wait()
 			return fmt.Errorf("export sync: %w", err)
+		}
+		if md.Sequence.Stream > lastSeq {
+			break // newer than the sync: the live consumer has it
 		}
 		seen.Add(1)
 		data := m.Data()
