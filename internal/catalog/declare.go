@@ -178,3 +178,17 @@ func (c *Catalog) reseal(ctx context.Context, k, kind string, next *secrets.Box)
 	}
 	return false, fmt.Errorf("catalog: %s kept changing", k)
 }
+
+// ReadFile reads the storages file LABELSYNC_STORAGES_FILE names, for
+// Declare; no path declares nothing. Errors name the variable. Workers and
+// exporters read it before they connect, so a bad file stops them at once.
+func ReadFile(path string, box *secrets.Box) (storages.File, error) {
+	if path == "" {
+		return storages.File{}, nil
+	}
+	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
+	if err != nil {
+		return storages.File{}, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
+	}
+	return f, nil
+}

@@ -78,7 +78,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 			return nil, err
 		}
 	}
-	file, err := loadStorages(cfg.StoragesFile, x.secrets)
+	file, err := catalog.ReadFile(cfg.StoragesFile, x.secrets)
 	if err != nil {
 		return nil, err
 	}
@@ -125,18 +125,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 	}
 	x.server = &http.Server{Handler: x.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return x, nil
-}
-
-// loadStorages reads the storages file, if any.
-func loadStorages(path string, box *secrets.Box) (storages.File, error) {
-	if path == "" {
-		return storages.File{}, nil
-	}
-	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
-	if err != nil {
-		return storages.File{}, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
-	}
-	return f, nil
 }
 
 // Exports returns the export storages in force.

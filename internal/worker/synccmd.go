@@ -66,7 +66,7 @@ func (w *Worker) prepare(ctx context.Context) error {
 		w.secrets = box
 	}
 	// Read the file before connecting: a bad one stops the process at once.
-	file, err := loadStorages(w.cfg.StoragesFile, w.secrets)
+	file, err := catalog.ReadFile(w.cfg.StoragesFile, w.secrets)
 	if err != nil {
 		return err
 	}

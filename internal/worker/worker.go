@@ -136,19 +136,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	return w, nil
 }
 
-// loadStorages reads the storages file, if any (nothing to declare
-// otherwise).
-func loadStorages(path string, box *secrets.Box) (storages.File, error) {
-	if path == "" {
-		return storages.File{}, nil
-	}
-	f, err := storages.Load(path, storages.ParseOptions{Secrets: box})
-	if err != nil {
-		return storages.File{}, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
-	}
-	return f, nil
-}
-
 // pipeline builds the ingest pipeline, with the Tasks import method.
 func (w *Worker) pipeline(opts ...ingest.Option) *ingest.Pipeline {
 	reader := ingest.NewGCSReader(w.clientFor, w.cfg.MaxObjectBytes, taskfile.Options{})
