@@ -154,7 +154,11 @@ func handleOne(ctx context.Context, m jetstream.Msg, ackWait time.Duration, hand
 			case <-hctx.Done():
 				return
 			case <-t.C:
-				_ = m.InProgress()
+				if err := m.InProgress(); err != nil {
+					// The message may go to another replica after AckWait;
+					// newest-wins makes a second application harmless.
+					logger.Warn("export: extending the ack deadline", "subject", m.Subject(), "err", err)
+				}
 			}
 		}
 	}()

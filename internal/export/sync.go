@@ -169,11 +169,13 @@ func (x *Exporter) RunSyncs(ctx context.Context, s *Syncs, logger *slog.Logger) 
 		for _, k := range keys {
 			id, err := strconv.ParseInt(k, 10, 64)
 			if err != nil {
+				logger.Warn("export sync: a key that names no storage", "key", k)
 				continue
 			}
 			st, rev, err := s.get(ctx, id)
 			if err != nil {
-				continue
+				logger.Warn("export sync: read a request", "storage", id, "err", err)
+				continue // the next tick tries again
 			}
 			stale := st.Status == StatusInProgress && time.Since(st.Meta.Heartbeat) > staleAfter
 			if st.Status != StatusQueued && !stale {
@@ -183,7 +185,12 @@ func (x *Exporter) RunSyncs(ctx context.Context, s *Syncs, logger *slog.Logger) 
 			st.Meta = SyncMeta{StartedAt: time.Now().UTC().Format(time.RFC3339), Owner: owner, Heartbeat: time.Now()}
 			rev, err = s.put(ctx, id, st, rev)
 			if err != nil {
-				continue // another replica claimed it
+				var apiErr *jetstream.APIError
+				lost := errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+				if !lost {
+					logger.Warn("export sync: claim", "storage", id, "err", err)
+				}
+				continue // another replica claimed it, or the next tick tries again
 			}
 			x.runSync(ctx, s, id, st, rev, logger)
 		}
