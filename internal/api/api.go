@@ -248,7 +248,7 @@ func (s *Server) validateImport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := gcs.ValidateImport(r.Context(), c, st.Bucket, st.Prefix); err != nil {
+	if err := gcs.ValidateImport(r.Context(), gcs.Bucket(c, st.Bucket, st.GoogleProjectID), st.Prefix); err != nil {
 		validationError(w, err)
 		return
 	}
@@ -283,7 +283,7 @@ func (s *Server) validateExport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := gcs.ValidateExport(r.Context(), c, ex.Bucket); err != nil {
+	if err := gcs.ValidateExport(r.Context(), gcs.Bucket(c, ex.Bucket, ex.GoogleProjectID)); err != nil {
 		validationError(w, err)
 		return
 	}

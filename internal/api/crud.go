@@ -78,39 +78,47 @@ func (s *Server) writable(w http.ResponseWriter) bool {
 
 // checkBucket: the bucket exists and the credentials can read it (an empty
 // prefix, or one with no objects yet, is fine: uploads may come later).
-func (s *Server) checkBucket(ctx context.Context, w http.ResponseWriter, creds []byte, bucket string) bool {
+func (s *Server) checkBucket(ctx context.Context, w http.ResponseWriter, creds []byte, f fields) bool {
 	c, err := s.client(ctx, creds)
 	if err != nil {
 		validationError(w, &gcs.ValidationError{Field: "google_application_credentials", Message: "Google Application Credentials are invalid", Err: err})
 		return false
 	}
-	if err := gcs.ValidateExport(ctx, c, bucket); err != nil {
+	if err := gcs.ValidateExport(ctx, gcs.Bucket(c, f.bucket, f.userProject)); err != nil {
 		validationError(w, err)
 		return false
 	}
 	return true
 }
 
+// fields are what checking a storage's bucket needs of it.
+type fields struct {
+	plain       string // credentials in the body, not yet sealed
+	bucket      string
+	userProject string // google_project_id
+	stored      func(*secrets.Box) ([]byte, error)
+}
+
 // kind is what the create, PATCH and DELETE handlers need of one storage
 // kind: its decoder, its fields, and its view.
 type kind[S storages.Import | storages.Export] struct {
 	decode func(body []byte, base *S) (S, error)
-	fields func(*S) (plain, bucket string, stored func(*secrets.Box) ([]byte, error))
+	fields func(*S) fields
 	view   func(s *Server, ctx context.Context, st S) (any, error)
 }
 
 var importKind = kind[storages.Import]{
 	decode: storages.DecodeImport,
-	fields: func(st *storages.Import) (string, string, func(*secrets.Box) ([]byte, error)) {
-		return st.GoogleApplicationCredentials, st.Bucket, st.Credentials
+	fields: func(st *storages.Import) fields {
+		return fields{st.GoogleApplicationCredentials, st.Bucket, st.GoogleProjectID, st.Credentials}
 	},
 	view: func(s *Server, ctx context.Context, st storages.Import) (any, error) { return s.view(ctx, &st) },
 }
 
 var exportKind = kind[storages.Export]{
 	decode: storages.DecodeExport,
-	fields: func(st *storages.Export) (string, string, func(*secrets.Box) ([]byte, error)) {
-		return st.GoogleApplicationCredentials, st.Bucket, st.Credentials
+	fields: func(st *storages.Export) fields {
+		return fields{st.GoogleApplicationCredentials, st.Bucket, st.GoogleProjectID, st.Credentials}
 	},
 	view: func(s *Server, ctx context.Context, st storages.Export) (any, error) { return s.exportView(ctx, st) },
 }
@@ -136,12 +144,12 @@ func create[S storages.Import | storages.Export](s *Server, k kind[S], w http.Re
 		bodyError(w, err)
 		return
 	}
-	plain, bucket, _ := k.fields(&st)
-	if plain != "" && s.box == nil {
+	f := k.fields(&st)
+	if f.plain != "" && s.box == nil {
 		validationError(w, &storages.FieldError{Field: "google_application_credentials", Err: storages.ErrNoSecretKey})
 		return
 	}
-	if !s.checkBucket(r.Context(), w, []byte(plain), bucket) {
+	if !s.checkBucket(r.Context(), w, []byte(f.plain), f) {
 		return
 	}
 	created, err := catalog.Create(r.Context(), s.catalog, st)
@@ -171,12 +179,12 @@ func patch[S storages.Import | storages.Export](s *Server, k kind[S], w http.Res
 		if err != nil {
 			return next, err
 		}
-		plain, bucket, stored := k.fields(&next)
-		creds, err := plainOr(plain, func() ([]byte, error) { return stored(s.box) })
+		f := k.fields(&next)
+		creds, err := plainOr(f.plain, func() ([]byte, error) { return f.stored(s.box) })
 		if err != nil {
 			return next, &storages.FieldError{Field: "google_application_credentials", Err: err}
 		}
-		if !s.checkBucket(r.Context(), w, creds, bucket) {
+		if !s.checkBucket(r.Context(), w, creds, f) {
 			refused = true
 			return next, errRefused
 		}

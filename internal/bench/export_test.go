@@ -373,7 +373,7 @@ func (r rawPass) String() string {
 // prefix only once it is complete.
 func countObjects(ctx context.Context, c *storage.Client, prefix string) (int, error) {
 	got := 0
-	err := gcs.List(ctx, c, exportBucket, prefix, true, "", gcs.MaxPageSize, func(objs []gcs.Object, _ string) error {
+	err := gcs.List(ctx, c.Bucket(exportBucket), prefix, true, "", gcs.MaxPageSize, func(objs []gcs.Object, _ string) error {
 		got += len(objs)
 		return nil
 	})
@@ -384,11 +384,11 @@ func countObjects(ctx context.Context, c *storage.Client, prefix string) (int, e
 // object for the same annotation have the same bytes: the raw ceiling
 // writes what labelsync writes.
 func checkSameBody(ctx context.Context, c *storage.Client, labelsyncName, rawName string) error {
-	a, _, err := gcs.Get(ctx, c, exportBucket, labelsyncName, 1<<20)
+	a, _, err := gcs.Get(ctx, c.Bucket(exportBucket), labelsyncName, 1<<20)
 	if err != nil {
 		return err
 	}
-	r, _, err := gcs.Get(ctx, c, exportBucket, rawName, 1<<20)
+	r, _, err := gcs.Get(ctx, c.Bucket(exportBucket), rawName, 1<<20)
 	if err != nil {
 		return err
 	}

@@ -223,7 +223,7 @@ func listPass(ctx context.Context, c *storage.Client, st *storages.Import, pageS
 	got := 0
 	mark := markCPU(gcsPID)
 	start := time.Now()
-	err := gcs.List(ctx, c, st.Bucket, st.NormalizedPrefix(), st.RecursiveScan, "", pageSize, func(objs []gcs.Object, _ string) error {
+	err := gcs.List(ctx, c.Bucket(st.Bucket), st.NormalizedPrefix(), st.RecursiveScan, "", pageSize, func(objs []gcs.Object, _ string) error {
 		got += len(objs)
 		return nil
 	})

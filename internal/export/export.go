@@ -301,7 +301,7 @@ func (x *Exporter) writeOne(ctx context.Context, ev annotation.Event, st *storag
 	}
 	var gen int64 // guess: the object does not exist yet
 	for range maxConflicts {
-		_, err := gcs.Put(ctx, c, st.Bucket, name, body, "application/json", md, gen)
+		_, err := gcs.Put(ctx, bucketOf(c, st), name, body, "application/json", md, gen)
 		if err == nil {
 			x.count(opWrite, outcomeOK)
 			return true, nil
@@ -309,7 +309,7 @@ func (x *Exporter) writeOne(ctx context.Context, ev annotation.Event, st *storag
 		if !errors.Is(err, gcs.ErrPrecondition) {
 			return false, gcs.Fault(err)
 		}
-		cur, curMD, err := gcs.Stat(ctx, c, st.Bucket, name)
+		cur, curMD, err := gcs.Stat(ctx, bucketOf(c, st), name)
 		switch {
 		case errors.Is(err, gcs.ErrNotFound):
 			gen = 0
@@ -377,7 +377,7 @@ func (x *Exporter) removeOne(ctx context.Context, ev annotation.Event, task int6
 		}
 		return x.removeFromTask(ctx, c, ev, task, st)
 	}
-	if err := gcs.Remove(ctx, c, st.Bucket, ObjectName(st, ev.AnnotationID, 0), 0); err != nil {
+	if err := gcs.Remove(ctx, bucketOf(c, st), ObjectName(st, ev.AnnotationID, 0), 0); err != nil {
 		return gcs.Fault(err)
 	}
 	x.count(opDelete, outcomeOK)
@@ -406,4 +406,10 @@ func ObjectName(st *storages.Export, annotationID, taskID int64) string {
 
 func (x *Exporter) count(op, outcome string) {
 	x.metrics.ExportOps.WithLabelValues(op, outcome).Inc()
+}
+
+// bucketOf is the storage's bucket, billed to its google_project_id when it
+// has one (requester-pays buckets).
+func bucketOf(c *storage.Client, st *storages.Export) *storage.BucketHandle {
+	return gcs.Bucket(c, st.Bucket, st.GoogleProjectID)
 }

@@ -131,7 +131,7 @@ func (x *Exporter) writeTask(ctx context.Context, c *storage.Client, ev annotati
 	}
 	name := ObjectName(st, ev.AnnotationID, ev.TaskID)
 	for range maxConflicts {
-		body, gen, err := gcs.Get(ctx, c, st.Bucket, name, maxTaskObjectBytes)
+		body, gen, err := gcs.Get(ctx, bucketOf(c, st), name, maxTaskObjectBytes)
 		var d *taskDoc
 		switch {
 		case errors.Is(err, gcs.ErrNotFound):
@@ -166,7 +166,7 @@ func (x *Exporter) writeTask(ctx context.Context, c *storage.Client, ev annotati
 			}
 			d.annotations = slices.Insert(d.annotations, at, ann)
 		}
-		_, err = gcs.Put(ctx, c, st.Bucket, name, d.body(), "application/json", nil, gen)
+		_, err = gcs.Put(ctx, bucketOf(c, st), name, d.body(), "application/json", nil, gen)
 		switch {
 		case err == nil:
 			x.count(opWrite, outcomeOK)
@@ -183,7 +183,7 @@ func (x *Exporter) writeTask(ctx context.Context, c *storage.Client, ev annotati
 func (x *Exporter) removeFromTask(ctx context.Context, c *storage.Client, ev annotation.Event, task int64, st *storages.Export) error {
 	name := ObjectName(st, ev.AnnotationID, task)
 	for range maxConflicts {
-		body, gen, err := gcs.Get(ctx, c, st.Bucket, name, maxTaskObjectBytes)
+		body, gen, err := gcs.Get(ctx, bucketOf(c, st), name, maxTaskObjectBytes)
 		if errors.Is(err, gcs.ErrNotFound) {
 			x.count(opDelete, outcomeOK)
 			return nil
@@ -202,9 +202,9 @@ func (x *Exporter) removeFromTask(ctx context.Context, c *storage.Client, ev ann
 		}
 		d.annotations = append(d.annotations[:i], d.annotations[i+1:]...)
 		if len(d.annotations) == 0 {
-			err = gcs.Remove(ctx, c, st.Bucket, name, gen)
+			err = gcs.Remove(ctx, bucketOf(c, st), name, gen)
 		} else {
-			_, err = gcs.Put(ctx, c, st.Bucket, name, d.body(), "application/json", nil, gen)
+			_, err = gcs.Put(ctx, bucketOf(c, st), name, d.body(), "application/json", nil, gen)
 		}
 		switch {
 		case err == nil:

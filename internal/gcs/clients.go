@@ -383,3 +383,16 @@ func redact(err error, creds []byte) error {
 	}
 	return err
 }
+
+// Bucket returns the handle through which every call on a storage's bucket
+// goes. userProject is the storage's google_project_id: when set, requests
+// are billed to it, which requester-pays buckets demand (GCS answers 400
+// "Bucket is a requester pays bucket but no user project provided"
+// otherwise). Empty: the bucket's own project pays, as before.
+func Bucket(c *storage.Client, name, userProject string) *storage.BucketHandle {
+	b := c.Bucket(name)
+	if userProject != "" {
+		b = b.UserProject(userProject)
+	}
+	return b
+}

@@ -16,7 +16,7 @@ import (
 	"github.com/labelsync/labelsync/internal/fault"
 )
 
-// Sentinels every error of this package is classified with. All five are
+// Sentinels every error of this package is classified with. All six are
 // permanent: retrying the same call with the same input cannot succeed.
 var (
 	// ErrNotFound: the bucket, object or object generation does not exist.
@@ -33,9 +33,13 @@ var (
 	ErrBadCredentials = errors.New("gcs: invalid credentials")
 	// ErrTooLarge: the object is bigger than the caller's limit.
 	ErrTooLarge = errors.New("gcs: object too large")
+	// ErrBadRequest: GCS refused the request as made (HTTP 400), as it does
+	// for a requester-pays bucket when the storage has no
+	// google_project_id. The same request fails the same way every time.
+	ErrBadRequest = errors.New("gcs: bad request")
 )
 
-var permanent = []error{ErrNotFound, ErrPermission, ErrUnauthenticated, ErrBadCredentials, ErrTooLarge}
+var permanent = []error{ErrNotFound, ErrPermission, ErrUnauthenticated, ErrBadCredentials, ErrTooLarge, ErrBadRequest}
 
 // classified keeps the original error's text and chain and adds the
 // sentinel, so errors.Is works for both and messages stay as GCS wrote them.
@@ -50,7 +54,8 @@ func (e *classified) Unwrap() []error { return []error{e.kind, e.err} }
 // Classify wraps a storage, googleapi, auth or gRPC error with the sentinel
 // it stands for: 404 and storage.ErrObjectNotExist / ErrBucketNotExist →
 // ErrNotFound, 403 → ErrPermission, 401 → ErrUnauthenticated, a token
-// endpoint refusing the credentials → ErrBadCredentials. Other errors, and
+// endpoint refusing the credentials → ErrBadCredentials, 400 →
+// ErrBadRequest. Other errors, and
 // errors already classified, are returned unchanged; nil stays nil.
 func Classify(err error) error {
 	if err == nil {
@@ -91,6 +96,8 @@ func kindOf(err error) error {
 			return ErrPermission
 		case http.StatusUnauthorized:
 			return ErrUnauthenticated
+		case http.StatusBadRequest:
+			return ErrBadRequest
 		}
 		return nil
 	}
@@ -103,6 +110,8 @@ func kindOf(err error) error {
 			return ErrPermission
 		case codes.Unauthenticated:
 			return ErrUnauthenticated
+		case codes.InvalidArgument:
+			return ErrBadRequest
 		}
 	}
 	return nil
@@ -178,7 +187,7 @@ func retryableHTTP(code int) bool {
 // sentinels of this package become permanent faults with their codes
 // (ErrNotFound → not_found, ErrPermission → permission_denied,
 // ErrUnauthenticated and ErrBadCredentials → bad_credentials, ErrTooLarge →
-// too_large), a Transient error becomes fault.Unavailable (a context that
+// too_large, ErrBadRequest → bad_input), a Transient error becomes fault.Unavailable (a context that
 // ended is left as it is, for fault.Of to read as a shutdown). Anything else
 // is returned unchanged: unclassified.
 func Fault(err error) error {
@@ -194,6 +203,8 @@ func Fault(err error) error {
 		return fault.Permanent(fault.BadCredentials, err)
 	case errors.Is(err, ErrTooLarge):
 		return fault.Permanent(fault.TooLarge, err)
+	case errors.Is(err, ErrBadRequest):
+		return fault.Permanent(fault.BadInput, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	case Transient(err):

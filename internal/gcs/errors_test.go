@@ -76,13 +76,14 @@ func TestClassify(t *testing.T) {
 		{&googleapi.Error{Code: 404}, gcs.ErrNotFound},
 		{fmt.Errorf("ctx: %w", &googleapi.Error{Code: 403}), gcs.ErrPermission},
 		{&googleapi.Error{Code: 401}, gcs.ErrUnauthenticated},
+		{&googleapi.Error{Code: 400, Message: "Bucket is a requester pays bucket but no user project provided."}, gcs.ErrBadRequest},
 		{storage.ErrObjectNotExist, gcs.ErrNotFound},
 		{storage.ErrBucketNotExist, gcs.ErrNotFound},
 		{&auth.Error{Response: &http.Response{StatusCode: 401}}, gcs.ErrBadCredentials},
 		{&googleapi.Error{Code: 503}, nil},
 		{errors.New("other"), nil},
 	}
-	sentinels := []error{gcs.ErrNotFound, gcs.ErrPermission, gcs.ErrUnauthenticated, gcs.ErrBadCredentials, gcs.ErrTooLarge}
+	sentinels := []error{gcs.ErrNotFound, gcs.ErrPermission, gcs.ErrUnauthenticated, gcs.ErrBadCredentials, gcs.ErrTooLarge, gcs.ErrBadRequest}
 	for _, tt := range tests {
 		got := gcs.Classify(tt.err)
 		for _, s := range sentinels {

@@ -77,7 +77,7 @@ func keys(objs []gcs.Object) []string {
 func listAll(t *testing.T, c *storage.Client, bucket, prefix string, recursive bool) []string {
 	t.Helper()
 	var got []string
-	err := gcs.List(t.Context(), c, bucket, prefix, recursive, "", 0, func(objs []gcs.Object, _ string) error {
+	err := gcs.List(t.Context(), c.Bucket(bucket), prefix, recursive, "", 0, func(objs []gcs.Object, _ string) error {
 		got = append(got, keys(objs)...)
 		return nil
 	})
@@ -121,7 +121,7 @@ func TestListFields(t *testing.T) {
 	_, c := fake(t, "b")
 	gen := put(t, c, "b", "k", []byte("hello"))
 	var got []gcs.Object
-	err := gcs.List(t.Context(), c, "b", "", true, "", 10, func(objs []gcs.Object, _ string) error {
+	err := gcs.List(t.Context(), c.Bucket("b"), "", true, "", 10, func(objs []gcs.Object, _ string) error {
 		got = append(got, objs...)
 		return nil
 	})
@@ -152,7 +152,7 @@ func TestListResume(t *testing.T) {
 	errCrash := errors.New("crash after the first page")
 	var seen []string
 	var token string
-	err := gcs.List(t.Context(), c, "b", "p/", true, "", 10, func(objs []gcs.Object, next string) error {
+	err := gcs.List(t.Context(), c.Bucket("b"), "p/", true, "", 10, func(objs []gcs.Object, next string) error {
 		seen = append(seen, keys(objs)...)
 		token = next
 		return errCrash
@@ -165,7 +165,7 @@ func TestListResume(t *testing.T) {
 	}
 
 	var sizes []int
-	err = gcs.List(t.Context(), c, "b", "p/", true, token, 10, func(objs []gcs.Object, next string) error {
+	err = gcs.List(t.Context(), c.Bucket("b"), "p/", true, token, 10, func(objs []gcs.Object, next string) error {
 		seen = append(seen, keys(objs)...)
 		sizes = append(sizes, len(objs))
 		token = next
@@ -188,7 +188,7 @@ func TestListResume(t *testing.T) {
 func TestListMissingBucket(t *testing.T) {
 	t.Parallel()
 	_, c := fake(t)
-	err := gcs.List(t.Context(), c, "nope", "", true, "", 0, func([]gcs.Object, string) error { return nil })
+	err := gcs.List(t.Context(), c.Bucket("nope"), "", true, "", 0, func([]gcs.Object, string) error { return nil })
 	if !errors.Is(err, gcs.ErrNotFound) || gcs.Transient(err) {
 		t.Errorf("got %v (transient %v), want ErrNotFound, permanent", err, gcs.Transient(err))
 	}
@@ -217,7 +217,7 @@ func TestOpen(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r, obj, err := gcs.Open(t.Context(), c, "b", tt.key, tt.generation, tt.maxBytes)
+			r, obj, err := gcs.Open(t.Context(), c.Bucket("b"), tt.key, tt.generation, tt.maxBytes)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("got error %v, want %v", err, tt.wantErr)
@@ -252,7 +252,7 @@ func TestOpenOverwrittenGeneration(t *testing.T) {
 	if cur := put(t, c, "b", "obj", []byte("v2")); cur == old {
 		t.Fatalf("overwrite kept generation %d", cur)
 	}
-	_, _, err := gcs.Open(t.Context(), c, "b", "obj", old, 0)
+	_, _, err := gcs.Open(t.Context(), c.Bucket("b"), "obj", old, 0)
 	if !errors.Is(err, gcs.ErrNotFound) {
 		t.Errorf("Open of the overwritten generation: %v, want ErrNotFound", err)
 	}
@@ -267,7 +267,7 @@ func TestOpenAt(t *testing.T) {
 	}
 	gen := put(t, c, "b", "f.parquet", data)
 
-	ra, err := gcs.OpenAt(t.Context(), c, "b", "f.parquet", 0, 1000)
+	ra, err := gcs.OpenAt(t.Context(), c.Bucket("b"), "f.parquet", 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,10 +312,10 @@ func TestOpenAt(t *testing.T) {
 	}
 	wg.Wait()
 
-	if _, err := gcs.OpenAt(t.Context(), c, "b", "f.parquet", gen, 999); !errors.Is(err, gcs.ErrTooLarge) {
+	if _, err := gcs.OpenAt(t.Context(), c.Bucket("b"), "f.parquet", gen, 999); !errors.Is(err, gcs.ErrTooLarge) {
 		t.Errorf("OpenAt over the limit: %v, want ErrTooLarge", err)
 	}
-	if _, err := gcs.OpenAt(t.Context(), c, "b", "f.parquet", gen+1, 0); !errors.Is(err, gcs.ErrNotFound) {
+	if _, err := gcs.OpenAt(t.Context(), c.Bucket("b"), "f.parquet", gen+1, 0); !errors.Is(err, gcs.ErrNotFound) {
 		t.Errorf("OpenAt of a missing generation: %v, want ErrNotFound", err)
 	}
 
@@ -355,7 +355,7 @@ func TestValidateImport(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.bucket+"/"+tt.prefix, func(t *testing.T) {
 			t.Parallel()
-			err := gcs.ValidateImport(t.Context(), c, tt.bucket, tt.prefix)
+			err := gcs.ValidateImport(t.Context(), c.Bucket(tt.bucket), tt.prefix)
 			if tt.wantField == "" {
 				if err != nil {
 					t.Errorf("got %v, want valid", err)
@@ -379,10 +379,10 @@ func TestValidateImport(t *testing.T) {
 func TestValidateExport(t *testing.T) {
 	t.Parallel()
 	_, c := fake(t, "labels")
-	if err := gcs.ValidateExport(t.Context(), c, "labels"); err != nil {
+	if err := gcs.ValidateExport(t.Context(), c.Bucket("labels")); err != nil {
 		t.Errorf("empty existing bucket: %v, want valid", err)
 	}
-	err := gcs.ValidateExport(t.Context(), c, "nope")
+	err := gcs.ValidateExport(t.Context(), c.Bucket("nope"))
 	var ve *gcs.ValidationError
 	if !errors.As(err, &ve) || ve.Field != "bucket" || ve.Message != "Bucket nope doesn't exist" {
 		t.Errorf("missing bucket: %v, want bucket: Bucket nope doesn't exist", err)
@@ -469,7 +469,7 @@ func TestConnectionRefusedIsTransient(t *testing.T) {
 	// error then carries both the deadline and the last refusal.
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
-	_, _, err = gcs.Open(ctx, c, "b", "k", 0, 0)
+	_, _, err = gcs.Open(ctx, c.Bucket("b"), "k", 0, 0)
 	if err == nil || !gcs.Transient(err) {
 		t.Errorf("Open against a stopped server: %v, Transient %v; want a transient error", err, gcs.Transient(err))
 	}

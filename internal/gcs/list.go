@@ -48,7 +48,7 @@ var listAttrs = []string{"Name", "Generation", "Size", "Updated", "ContentType"}
 // returns can resume there with every object seen exactly once. A page error
 // stops the listing and is returned as is; list errors are classified.
 // pageSize <= 0 or above MaxPageSize means MaxPageSize.
-func List(ctx context.Context, c *storage.Client, bucket, prefix string, recursive bool, pageToken string, pageSize int, page func(objs []Object, next string) error) error {
+func List(ctx context.Context, b *storage.BucketHandle, prefix string, recursive bool, pageToken string, pageSize int, page func(objs []Object, next string) error) error {
 	if pageSize <= 0 || pageSize > MaxPageSize {
 		pageSize = MaxPageSize
 	}
@@ -61,12 +61,12 @@ func List(ctx context.Context, c *storage.Client, bucket, prefix string, recursi
 	}
 	// The pager, not it.Next: only the pager exposes the token of the page
 	// after the one just returned, which is what a checkpoint needs.
-	pager := iterator.NewPager(c.Bucket(bucket).Objects(ctx, q), pageSize, pageToken)
+	pager := iterator.NewPager(b.Objects(ctx, q), pageSize, pageToken)
 	for {
 		var attrs []*storage.ObjectAttrs
 		next, err := pager.NextPage(&attrs)
 		if err != nil {
-			return fmt.Errorf("gcs: list gs://%s/%s: %w", bucket, prefix, Classify(err))
+			return fmt.Errorf("gcs: list gs://%s/%s: %w", b.BucketName(), prefix, Classify(err))
 		}
 		objs := make([]Object, 0, len(attrs))
 		for _, a := range attrs {
@@ -119,7 +119,7 @@ func Preview(ctx context.Context, c *storage.Client, st *storages.Import, limit 
 		pageSize = min(limit+1, MaxPageSize)
 	}
 	objs = []Object{}
-	err = List(lctx, c, st.Bucket, st.NormalizedPrefix(), st.RecursiveScan, "", pageSize, func(page []Object, next string) error {
+	err = List(lctx, Bucket(c, st.Bucket, st.GoogleProjectID), st.NormalizedPrefix(), st.RecursiveScan, "", pageSize, func(page []Object, next string) error {
 		for _, o := range page {
 			if !st.Matches(o.Key) {
 				continue

@@ -33,9 +33,9 @@ func tooLarge(name string, size, maxBytes int64) error {
 // object served decompressed can be larger than its stored size). A missing
 // bucket, object or generation wraps ErrNotFound. The caller closes the
 // reader.
-func Open(ctx context.Context, c *storage.Client, bucket, key string, generation int64, maxBytes int64) (io.ReadCloser, Object, error) {
-	name := objectName(bucket, key, generation)
-	oh := c.Bucket(bucket).Object(key)
+func Open(ctx context.Context, b *storage.BucketHandle, key string, generation int64, maxBytes int64) (io.ReadCloser, Object, error) {
+	name := objectName(b.BucketName(), key, generation)
+	oh := b.Object(key)
 	if generation > 0 {
 		oh = oh.Generation(generation)
 	}
@@ -95,9 +95,9 @@ func (r *capReader) Close() error { return r.rc.Close() }
 // ranged request bounded by ctx, so ctx must live as long as the ReaderAt is
 // used; ReadAt may be called concurrently. maxBytes and errors are as for
 // Open.
-func OpenAt(ctx context.Context, c *storage.Client, bucket, key string, generation int64, maxBytes int64) (ReaderAt, error) {
-	name := objectName(bucket, key, generation)
-	oh := c.Bucket(bucket).Object(key)
+func OpenAt(ctx context.Context, b *storage.BucketHandle, key string, generation int64, maxBytes int64) (ReaderAt, error) {
+	name := objectName(b.BucketName(), key, generation)
+	oh := b.Object(key)
 	if generation > 0 {
 		oh = oh.Generation(generation)
 	}
@@ -111,7 +111,7 @@ func OpenAt(ctx context.Context, c *storage.Client, bucket, key string, generati
 	if attrs.Generation > 0 {
 		generation = attrs.Generation
 	}
-	obj := c.Bucket(bucket).Object(key).Generation(generation)
+	obj := b.Object(key).Generation(generation)
 	if attrs.ContentEncoding == "gzip" {
 		// Offsets must refer to the stored bytes, which is what Size
 		// counts: GCS ignores ranges when it decompresses for the reader.
@@ -119,7 +119,7 @@ func OpenAt(ctx context.Context, c *storage.Client, bucket, key string, generati
 		// JSON-API reads (the emulator's).
 		obj = obj.ReadCompressed(true)
 	}
-	return &readerAt{ctx: ctx, name: objectName(bucket, key, generation), obj: obj, size: attrs.Size}, nil
+	return &readerAt{ctx: ctx, name: objectName(b.BucketName(), key, generation), obj: obj, size: attrs.Size}, nil
 }
 
 type readerAt struct {

@@ -52,9 +52,10 @@ func (e *ValidationError) Unwrap() error { return e.Err }
 // Failures are *ValidationError; the prefix one reads exactly as Label
 // Studio's: "No blobs found in {bucket}/{prefix} or prefix doesn't exist",
 // with the prefix as given.
-func ValidateImport(ctx context.Context, c *storage.Client, bucket, prefix string) error {
+func ValidateImport(ctx context.Context, b *storage.BucketHandle, prefix string) error {
+	bucket := b.BucketName()
 	norm := (&storages.Import{Prefix: prefix}).NormalizedPrefix()
-	found, err := anyObject(ctx, c, bucket, norm)
+	found, err := anyObject(ctx, b, norm)
 	if err != nil {
 		return checkError(bucket, "storage.objects.list", "list objects", "Storage Object Viewer (roles/storage.objectViewer)", err)
 	}
@@ -72,13 +73,14 @@ func ValidateImport(ctx context.Context, c *storage.Client, bucket, prefix strin
 // credentials can use it. No prefix check: objects are written under it.
 // A principal allowed to create objects but not to list them (Storage
 // Object Creator) passes, since writing is all an export needs.
-func ValidateExport(ctx context.Context, c *storage.Client, bucket string) error {
-	_, err := anyObject(ctx, c, bucket, "")
+func ValidateExport(ctx context.Context, b *storage.BucketHandle) error {
+	bucket := b.BucketName()
+	_, err := anyObject(ctx, b, "")
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, ErrPermission) {
-		granted, terr := c.Bucket(bucket).IAM().TestPermissions(ctx, []string{"storage.objects.create"})
+		granted, terr := b.IAM().TestPermissions(ctx, []string{"storage.objects.create"})
 		switch {
 		case terr == nil && slices.Contains(granted, "storage.objects.create"):
 			return nil
@@ -91,12 +93,12 @@ func ValidateExport(ctx context.Context, c *storage.Client, bucket string) error
 
 // anyObject reports whether at least one object's key starts with prefix,
 // with one list call of one item.
-func anyObject(ctx context.Context, c *storage.Client, bucket, prefix string) (bool, error) {
+func anyObject(ctx context.Context, b *storage.BucketHandle, prefix string) (bool, error) {
 	q := &storage.Query{Prefix: prefix, Projection: storage.ProjectionNoACL}
 	if err := q.SetAttrSelection([]string{"Name"}); err != nil {
 		return false, err
 	}
-	it := c.Bucket(bucket).Objects(ctx, q)
+	it := b.Objects(ctx, q)
 	it.PageInfo().MaxSize = 1
 	_, err := it.Next()
 	switch {

@@ -22,12 +22,13 @@ var ErrPrecondition = errors.New("gcs: precondition failed")
 // which then retries it on 429, 5xx and timeouts; a retry of a write that
 // did happen comes back as ErrPrecondition, and the caller's next read sees
 // its own object.
-func Put(ctx context.Context, c *storage.Client, bucket, key string, body []byte, contentType string, metadata map[string]string, ifGeneration int64) (int64, error) {
+func Put(ctx context.Context, b *storage.BucketHandle, key string, body []byte, contentType string, metadata map[string]string, ifGeneration int64) (int64, error) {
 	cond := storage.Conditions{GenerationMatch: ifGeneration}
 	if ifGeneration == 0 {
 		cond = storage.Conditions{DoesNotExist: true}
 	}
-	w := c.Bucket(bucket).Object(key).If(cond).NewWriter(ctx)
+	bucket := b.BucketName()
+	w := b.Object(key).If(cond).NewWriter(ctx)
 	w.ContentType = contentType
 	w.Metadata = metadata
 	// One request: the bodies are small, and a resumable upload would cost
@@ -45,10 +46,10 @@ func Put(ctx context.Context, c *storage.Client, bucket, key string, body []byte
 
 // Stat returns the live generation of bucket/key and its custom metadata.
 // A missing object wraps ErrNotFound.
-func Stat(ctx context.Context, c *storage.Client, bucket, key string) (int64, map[string]string, error) {
-	attrs, err := c.Bucket(bucket).Object(key).Attrs(ctx)
+func Stat(ctx context.Context, b *storage.BucketHandle, key string) (int64, map[string]string, error) {
+	attrs, err := b.Object(key).Attrs(ctx)
 	if err != nil {
-		return 0, nil, fmt.Errorf("gcs: stat gs://%s/%s: %w", bucket, key, Classify(err))
+		return 0, nil, fmt.Errorf("gcs: stat gs://%s/%s: %w", b.BucketName(), key, Classify(err))
 	}
 	return attrs.Generation, attrs.Metadata, nil
 }
@@ -56,15 +57,15 @@ func Stat(ctx context.Context, c *storage.Client, bucket, key string) (int64, ma
 // Get reads the live generation of bucket/key whole, up to maxBytes, and
 // returns it with its generation. A missing object wraps ErrNotFound, a
 // larger one ErrTooLarge.
-func Get(ctx context.Context, c *storage.Client, bucket, key string, maxBytes int64) ([]byte, int64, error) {
-	r, obj, err := Open(ctx, c, bucket, key, 0, maxBytes)
+func Get(ctx context.Context, b *storage.BucketHandle, key string, maxBytes int64) ([]byte, int64, error) {
+	r, obj, err := Open(ctx, b, key, 0, maxBytes)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer r.Close()
 	body, err := io.ReadAll(r)
 	if err != nil {
-		return nil, 0, fmt.Errorf("gcs: read gs://%s/%s: %w", bucket, key, Classify(err))
+		return nil, 0, fmt.Errorf("gcs: read gs://%s/%s: %w", b.BucketName(), key, Classify(err))
 	}
 	return body, obj.Generation, nil
 }
@@ -72,8 +73,8 @@ func Get(ctx context.Context, c *storage.Client, bucket, key string, maxBytes in
 // Remove deletes generation ifGeneration of bucket/key (0: whatever is
 // live). An object already gone is not an error; another live generation
 // than the one named wraps ErrPrecondition.
-func Remove(ctx context.Context, c *storage.Client, bucket, key string, ifGeneration int64) error {
-	o := c.Bucket(bucket).Object(key)
+func Remove(ctx context.Context, b *storage.BucketHandle, key string, ifGeneration int64) error {
+	o := b.Object(key)
 	if ifGeneration != 0 {
 		o = o.If(storage.Conditions{GenerationMatch: ifGeneration})
 	}
@@ -85,7 +86,7 @@ func Remove(ctx context.Context, c *storage.Client, bucket, key string, ifGenera
 	if errors.Is(err, ErrNotFound) && ifGeneration == 0 {
 		return nil
 	}
-	return fmt.Errorf("gcs: delete gs://%s/%s: %w", bucket, key, err)
+	return fmt.Errorf("gcs: delete gs://%s/%s: %w", b.BucketName(), key, err)
 }
 
 // classifyWrite is Classify, with HTTP 412 as ErrPrecondition.

@@ -20,7 +20,9 @@
 // Stall holds a request before forwarding it, or forwards nothing if the
 // client gives up first; DropAfter forwards a request, lets the upstream do
 // the work, and resets the connection instead of answering (a lost
-// response). Each request takes at most one fault: the first rule, in the
+// response); RequesterPays makes a bucket refuse requests that name no
+// project to bill, as a requester-pays bucket does. Each request takes at
+// most one fault: the first rule, in the
 // order they were added, that matches it and has requests left. Requests no
 // rule takes are forwarded unchanged. Resumable-upload Location headers are
 // rewritten to point at the proxy, so the chunks pass through it too.
@@ -70,6 +72,7 @@ const (
 	failFault
 	stallFault
 	dropFault
+	payFault // a requester-pays refusal
 )
 
 type rule struct {
@@ -96,9 +99,10 @@ type Proxy struct {
 	done      chan struct{} // closed by Close: releases stalled requests
 	closeOnce sync.Once
 
-	mu    sync.Mutex
-	rules []*rule
-	log   []seen
+	mu     sync.Mutex
+	rules  []*rule
+	log    []seen
+	payers map[string]string // bucket → the user project it demands
 }
 
 // New starts a proxy on a free loopback port in front of target, the GCS
@@ -176,12 +180,45 @@ func (p *Proxy) DropAfter(match Match, n int) {
 	p.add(&rule{match: match, kind: dropFault, left: n})
 }
 
-// Clear removes every rule; requests from now on are forwarded unchanged.
+// RequesterPays makes bucket behave as a requester-pays bucket billed to
+// project: from now on, until Clear, a request on it (its metadata, objects,
+// listings, uploads, IAM) without the query parameter userProject=project is
+// answered 400 with GCS's message, "Bucket is a requester pays bucket but no
+// user project provided.", and counted as injected. Resumable upload chunks
+// are let through: GCS ties them to the session their first request opened.
+func (p *Proxy) RequesterPays(bucket, project string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.payers == nil {
+		p.payers = make(map[string]string)
+	}
+	p.payers[bucket] = project
+}
+
+// unpaid reports whether s is a request on a requester-pays bucket that does
+// not name the project to bill.
+func (p *Proxy) unpaid(s seen) bool {
+	if len(p.payers) == 0 || strings.Contains(s.query, "upload_id=") {
+		return false
+	}
+	for bucket, project := range p.payers {
+		on := strings.Contains(s.path, "/b/"+bucket+"/") || strings.HasSuffix(s.path, "/b/"+bucket)
+		if !on {
+			continue
+		}
+		q, err := url.ParseQuery(s.query)
+		return err != nil || q.Get("userProject") != project
+	}
+	return false
+}
+
+// Clear removes every rule and every requester-pays bucket; requests from now on are forwarded unchanged.
 // Requests already stalled stay stalled. Counts are kept.
 func (p *Proxy) Clear() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rules = nil
+	p.payers = nil
 }
 
 // Requests is how many requests that match the proxy has received, faulted
@@ -222,6 +259,11 @@ func (p *Proxy) take(r *http.Request) *rule {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := seen{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery}
+	if p.unpaid(s) {
+		s.kind = payFault
+		p.log = append(p.log, s)
+		return &rule{kind: payFault}
+	}
 	var taken *rule
 	for i, rl := range p.rules {
 		if !rl.match.matches(s) {
@@ -271,6 +313,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	case dropFault:
 		p.rp.ServeHTTP(&discardWriter{header: make(http.Header)}, r)
 		reset(w)
+	case payFault:
+		_, _ = io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusBadRequest, "Bucket is a requester pays bucket but no user project provided.")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -625,5 +626,47 @@ func TestNew(t *testing.T) {
 		if p != nil {
 			_ = p.Close()
 		}
+	}
+}
+
+// TestRequesterPays: requests on the bucket without the billed project are
+// refused with GCS's 400, with it they pass; Clear lifts the requirement.
+func TestRequesterPays(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	e.seed(t, "a.json", []byte("{}"))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	e.proxy.RequesterPays(bucket, "payer")
+
+	unpaid := e.client.Bucket(bucket)
+	if _, err := unpaid.Object("a.json").Attrs(ctx); code(err) != http.StatusBadRequest ||
+		!strings.Contains(err.Error(), "requester pays bucket but no user project provided") {
+		t.Errorf("attrs without a user project: %v, want GCS's 400", err)
+	}
+	if err := write(ctx, unpaid.Object("b.json"), []byte("{}"), 0); code(err) != http.StatusBadRequest {
+		t.Errorf("write without a user project: %v, want 400", err)
+	}
+	if e.exists(t, "b.json") {
+		t.Error("a refused write reached the upstream")
+	}
+	if _, err := e.client.Bucket(bucket).UserProject("other").Objects(ctx, nil).Next(); code(err) != http.StatusBadRequest {
+		t.Errorf("listing billed to another project: %v, want 400", err)
+	}
+
+	paid := e.client.Bucket(bucket).UserProject("payer")
+	if _, err := paid.Object("a.json").Attrs(ctx); err != nil {
+		t.Errorf("attrs with the user project: %v", err)
+	}
+	if err := write(ctx, paid.Object("b.json"), []byte("{}"), 256<<10); err != nil {
+		t.Errorf("write with the user project: %v", err)
+	}
+	if got := e.proxy.Injected(gcsfault.Match{}); got != 3 {
+		t.Errorf("Injected = %d, want the 3 unpaid requests", got)
+	}
+
+	e.proxy.Clear()
+	if _, err := unpaid.Object("a.json").Attrs(ctx); err != nil {
+		t.Errorf("attrs after Clear: %v", err)
 	}
 }

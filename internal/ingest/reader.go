@@ -42,13 +42,13 @@ func (r *GCSReader) Records(ctx context.Context, st *storages.Import, obj Object
 		return classifyRead(err)
 	}
 	if format == taskfile.Parquet {
-		ra, err := gcs.OpenAt(ctx, c, obj.Bucket, obj.Key, generation, r.maxBytes)
+		ra, err := gcs.OpenAt(ctx, gcs.Bucket(c, obj.Bucket, st.GoogleProjectID), obj.Key, generation, r.maxBytes)
 		if err != nil {
 			return classifyRead(err)
 		}
 		return classifyRead(taskfile.ReadParquet(ra, ra.Size(), r.opts, yield))
 	}
-	rc, _, err := gcs.Open(ctx, c, obj.Bucket, obj.Key, generation, r.maxBytes)
+	rc, _, err := gcs.Open(ctx, gcs.Bucket(c, obj.Bucket, st.GoogleProjectID), obj.Key, generation, r.maxBytes)
 	if err != nil {
 		return classifyRead(err)
 	}

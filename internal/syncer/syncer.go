@@ -437,7 +437,7 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	var listErr error
 	go func() {
 		defer close(pages)
-		listErr = gcs.List(listCtx, client, stor.Bucket, stor.NormalizedPrefix(), stor.RecursiveScan, st.PageToken, s.PageSize, func(objs []gcs.Object, next string) error {
+		listErr = gcs.List(listCtx, gcs.Bucket(client, stor.Bucket, stor.GoogleProjectID), stor.NormalizedPrefix(), stor.RecursiveScan, st.PageToken, s.PageSize, func(objs []gcs.Object, next string) error {
 			select {
 			case pages <- page{objs, next}:
 				return nil
@@ -490,7 +490,7 @@ func (s *Syncer) reconcile(ctx context.Context, stor *storages.Import, client *s
 		if _, ok := seen[object]; ok || !stor.Matches(object) {
 			return nil
 		}
-		_, err := client.Bucket(stor.Bucket).Object(object).Attrs(ctx)
+		_, err := gcs.Bucket(client, stor.Bucket, stor.GoogleProjectID).Object(object).Attrs(ctx)
 		if err == nil {
 			return nil
 		}
