@@ -54,7 +54,7 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := worker.LoadConfig(ctx, cfgArgs, envconfig.OsLookuper())
+	cfg, err := worker.LoadToolConfig(ctx, cfgArgs, envconfig.OsLookuper())
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func runSync(ctx context.Context, args []string) error {
 // runRotate is `worker secrets rotate`: LABELSYNC_SECRET_KEY is the
 // current key, LABELSYNC_NEW_SECRET_KEY the next one.
 func runRotate(ctx context.Context, args []string) error {
-	cfg, err := worker.LoadConfig(ctx, args, envconfig.OsLookuper())
+	cfg, err := worker.LoadToolConfig(ctx, args, envconfig.OsLookuper())
 	if err != nil {
 		return err
 	}

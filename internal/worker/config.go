@@ -24,8 +24,10 @@ type Config struct {
 	EmbeddedNATSAddr string `env:"LABELSYNC_EMBEDDED_NATS_ADDR, default=127.0.0.1:4222"`
 	HTTPAddr         string `env:"LABELSYNC_HTTP_ADDR, default=:8080"`
 
-	PubsubProject      string `env:"LABELSYNC_PUBSUB_PROJECT, required"`
-	PubsubSubscription string `env:"LABELSYNC_PUBSUB_SUBSCRIPTION, required"`
+	// Required to serve (LoadConfig); the one-shot commands (sync, secrets
+	// rotate, gcs cors) use no Pub/Sub and load with LoadToolConfig.
+	PubsubProject      string `env:"LABELSYNC_PUBSUB_PROJECT"`
+	PubsubSubscription string `env:"LABELSYNC_PUBSUB_SUBSCRIPTION"`
 	// PubsubTopic set: create the subscription on it when it is missing.
 	PubsubTopic string `env:"LABELSYNC_PUBSUB_TOPIC"`
 	// PubsubStreams: streaming-pull streams. The client's default of 1
@@ -57,14 +59,34 @@ type Config struct {
 	StorageEmulatorHost string `env:"STORAGE_EMULATOR_HOST"`
 }
 
-// LoadConfig reads the configuration from args and lookup and validates it.
+// LoadConfig reads the configuration of the serving worker from args and
+// lookup and validates it.
 func LoadConfig(ctx context.Context, args []string, lookup envconfig.Lookuper) (Config, error) {
+	c, err := LoadToolConfig(ctx, args, lookup)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.validatePubsub(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// LoadToolConfig is LoadConfig for the one-shot commands (`worker sync`,
+// `worker secrets rotate`, `worker gcs cors`), which receive nothing from
+// Pub/Sub: its variables are checked only when set.
+func LoadToolConfig(ctx context.Context, args []string, lookup envconfig.Lookuper) (Config, error) {
 	var c Config
 	if err := config.Load(ctx, "worker", args, lookup, &c); err != nil {
 		return Config{}, err
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.validateCommon(); err != nil {
 		return Config{}, err
+	}
+	if c.PubsubProject != "" || c.PubsubSubscription != "" {
+		if err := c.validatePubsub(); err != nil {
+			return Config{}, err
+		}
 	}
 	return c, nil
 }
@@ -74,6 +96,29 @@ var pubsubID = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`)
 
 // Validate checks every field; the error names the variable.
 func (c *Config) Validate() error {
+	if err := c.validateCommon(); err != nil {
+		return err
+	}
+	return c.validatePubsub()
+}
+
+func (c *Config) validatePubsub() error {
+	if c.PubsubProject == "" {
+		return fmt.Errorf("LABELSYNC_PUBSUB_PROJECT: required (the project of the subscription to consume)")
+	}
+	if !pubsubID.MatchString(c.PubsubProject) && !regexp.MustCompile(`^[a-z][a-z0-9\-.:]{2,}$`).MatchString(c.PubsubProject) {
+		return fmt.Errorf("LABELSYNC_PUBSUB_PROJECT: %q is not a project ID", c.PubsubProject)
+	}
+	if c.PubsubSubscription == "" {
+		return fmt.Errorf("LABELSYNC_PUBSUB_SUBSCRIPTION: required (the subscription to consume)")
+	}
+	if !pubsubID.MatchString(c.PubsubSubscription) {
+		return fmt.Errorf("LABELSYNC_PUBSUB_SUBSCRIPTION: %q is not a subscription ID (3–255 letters, digits, - _ . ~ + %%, starting with a letter)", c.PubsubSubscription)
+	}
+	return nil
+}
+
+func (c *Config) validateCommon() error {
 	if c.NATSURL != "" {
 		if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" {
 			return fmt.Errorf("LABELSYNC_NATS_URL: %q is not a URL like nats://host:4222", c.NATSURL)
@@ -88,12 +133,6 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("LABELSYNC_HTTP_ADDR: %q is not host:port (e.g. :8080)", c.HTTPAddr)
-	}
-	if !pubsubID.MatchString(c.PubsubProject) && !regexp.MustCompile(`^[a-z][a-z0-9\-.:]{2,}$`).MatchString(c.PubsubProject) {
-		return fmt.Errorf("LABELSYNC_PUBSUB_PROJECT: %q is not a project ID", c.PubsubProject)
-	}
-	if !pubsubID.MatchString(c.PubsubSubscription) {
-		return fmt.Errorf("LABELSYNC_PUBSUB_SUBSCRIPTION: %q is not a subscription ID (3–255 letters, digits, - _ . ~ + %%, starting with a letter)", c.PubsubSubscription)
 	}
 	if c.PubsubTopic != "" && !pubsubID.MatchString(c.PubsubTopic) && !regexp.MustCompile(`^projects/[^/]+/topics/[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$`).MatchString(c.PubsubTopic) {
 		return fmt.Errorf("LABELSYNC_PUBSUB_TOPIC: %q is not a topic ID", c.PubsubTopic)

@@ -81,3 +81,21 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadToolConfig: the one-shot commands need no Pub/Sub variables, but
+// a bad one given is still refused.
+func TestLoadToolConfig(t *testing.T) {
+	t.Parallel()
+	if _, err := LoadToolConfig(context.Background(), nil, envconfig.MapLookuper(nil)); err != nil {
+		t.Errorf("no Pub/Sub variables: %v", err)
+	}
+	_, err := LoadToolConfig(context.Background(), nil, envconfig.MapLookuper(map[string]string{
+		"LABELSYNC_PUBSUB_PROJECT": "acme", "LABELSYNC_PUBSUB_SUBSCRIPTION": "a b",
+	}))
+	if err == nil || !strings.Contains(err.Error(), "LABELSYNC_PUBSUB_SUBSCRIPTION") {
+		t.Errorf("bad subscription: %v", err)
+	}
+	if _, err := LoadConfig(context.Background(), nil, envconfig.MapLookuper(nil)); err == nil || !strings.Contains(err.Error(), "LABELSYNC_PUBSUB_PROJECT") {
+		t.Errorf("serving without Pub/Sub variables: %v, want an error naming LABELSYNC_PUBSUB_PROJECT", err)
+	}
+}
