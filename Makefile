@@ -38,3 +38,4 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz 'FuzzRead$$' -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz FuzzReadParquet -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/annotation -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/storages -run '^$$' -fuzz FuzzDecodeBody -fuzztime $${FUZZTIME:-30s}
