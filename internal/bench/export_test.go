@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -123,26 +122,12 @@ type rawObject struct {
 	md   map[string]string
 }
 
-// exportedObject builds what the exporter writes for ev under prefix: the
-// annotation's members with "task" replaced by the task without its
-// annotations, marshalled as export's annotationBody does (checked against
-// an object the exporter wrote, byte for byte, by checkSameBody), with
-// the same content type and metadata.
+// exportedObject builds what the exporter writes for ev under prefix (the
+// body from export.AnnotationBody, checked against an object the exporter
+// wrote, byte for byte, by checkSameBody), with the same content type and
+// metadata.
 func exportedObject(ev annotation.Event, prefix string) (rawObject, error) {
-	var ann map[string]json.RawMessage
-	if err := json.Unmarshal(ev.Annotation, &ann); err != nil {
-		return rawObject{}, err
-	}
-	var task map[string]json.RawMessage
-	if err := json.Unmarshal(ev.Task, &task); err == nil && task != nil {
-		delete(task, "annotations")
-		t, err := json.Marshal(task)
-		if err != nil {
-			return rawObject{}, err
-		}
-		ann["task"] = t
-	}
-	body, err := json.Marshal(ann)
+	body, err := export.AnnotationBody(ev)
 	if err != nil {
 		return rawObject{}, err
 	}

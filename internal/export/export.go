@@ -291,7 +291,7 @@ func (x *Exporter) writeOne(ctx context.Context, ev annotation.Event, st *storag
 		return x.writeTask(ctx, c, ev, st)
 	}
 	name := ObjectName(st, ev.AnnotationID, ev.TaskID)
-	body, err := annotationBody(ev)
+	body, err := AnnotationBody(ev)
 	if err != nil {
 		return false, err
 	}
