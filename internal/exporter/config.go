@@ -12,6 +12,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/config"
 	"github.com/labelsync/labelsync/internal/secrets"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Config is the exporter's configuration (SPEC §5): the worker's NATS,
@@ -26,6 +27,8 @@ type Config struct {
 
 	StoragesFile string `env:"LABELSYNC_STORAGES_FILE"`
 	SecretKey    string `env:"LABELSYNC_SECRET_KEY"`
+	// StreamReplicas: as the worker's (LABELSYNC_STREAM_REPLICAS).
+	StreamReplicas int `env:"LABELSYNC_STREAM_REPLICAS, default=1"`
 	// WebhookSecret is the bearer secret Label Studio's webhook sends. The
 	// exporter refuses to start without it unless WebhookDisabled.
 	WebhookSecret   string `env:"LABELSYNC_WEBHOOK_SECRET"`
@@ -67,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("LABELSYNC_HTTP_ADDR: %q is not host:port (e.g. :8081)", c.HTTPAddr)
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > taskbus.MaxReplicas {
+		return fmt.Errorf("LABELSYNC_STREAM_REPLICAS: %d is outside 1..%d", c.StreamReplicas, taskbus.MaxReplicas)
 	}
 	if c.WebhookSecret == "" && !c.WebhookDisabled {
 		return errors.New("LABELSYNC_WEBHOOK_SECRET: required (the bearer secret Label Studio's webhook sends); set LABELSYNC_WEBHOOK_DISABLED=true to run without the webhook")

@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 	if err != nil {
 		return nil, fmt.Errorf("LABELSYNC_NATS_URL: connect to %s: %w", cfg.NATSURL, err)
 	}
-	if x.bus, err = taskbus.New(x.nc, 10*time.Second); err != nil {
+	if x.bus, err = taskbus.New(x.nc, 10*time.Second, taskbus.WithReplicas(cfg.StreamReplicas)); err != nil {
 		return nil, err
 	}
 	if err := x.bus.EnsureStreams(ctx, taskbus.AnnotationsStream, taskbus.DeadLetterStream); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -26,6 +27,17 @@ type Options struct {
 	// so an acknowledged task survives power loss, not just a process crash.
 	SyncAlways bool
 	Logger     *slog.Logger
+	// Cluster, when set, makes the server one node of a JetStream cluster.
+	Cluster *Cluster
+}
+
+// Cluster places a server in a JetStream cluster (tests of replicated
+// streams; production runs nats-server itself).
+type Cluster struct {
+	Name       string   // the cluster's name, the same on every node
+	ServerName string   // this node's name, unique in the cluster
+	Addr       string   // host:port the node listens on for routes
+	Routes     []string // every node's route URL, nats-route://host:port (its own is ignored)
 }
 
 // Server is a running embedded NATS server.
@@ -62,6 +74,11 @@ func Start(opts Options) (*Server, error) {
 	if opts.SyncAlways {
 		sopts.SyncAlways = true
 	}
+	if c := opts.Cluster; c != nil {
+		if err := cluster(sopts, c); err != nil {
+			return nil, err
+		}
+	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
@@ -84,6 +101,27 @@ func (s *Server) URL() string { return s.ns.ClientURL() }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+}
+
+func cluster(sopts *server.Options, c *Cluster) error {
+	host, portStr, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return fmt.Errorf("natsembed: cluster address %q: %w", c.Addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("natsembed: cluster address %q: bad port", c.Addr)
+	}
+	sopts.ServerName = c.ServerName
+	sopts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			return fmt.Errorf("natsembed: route %q: %w", r, err)
+		}
+		sopts.Routes = append(sopts.Routes, u)
+	}
+	return nil
 }
 
 // logAdapter routes nats-server's logger into slog.

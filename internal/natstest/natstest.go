@@ -7,6 +7,9 @@ package natstest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +87,96 @@ func Messages(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream
 		out = append(out, m)
 	}
 	return out
+}
+
+// Node is one server of a Cluster; Stop and Start restart it on the same
+// ports and storage.
+type Node struct {
+	tb   testing.TB
+	opts natsembed.Options
+	srv  *natsembed.Server
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return "nats://" + n.opts.Addr }
+
+// Stop shuts the node down (no-op if it is down).
+func (n *Node) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv = nil
+	}
+}
+
+// Start starts a stopped node again with its storage.
+func (n *Node) Start() {
+	n.tb.Helper()
+	srv, err := natsembed.Start(n.opts)
+	if err != nil {
+		n.tb.Fatal(err)
+	}
+	n.srv = srv
+}
+
+// Cluster starts a JetStream cluster of size nodes on loopback, each with
+// its own storage, and waits until it has a meta leader. The returned URLs
+// string lists every node, for a client that must survive losing one.
+func Cluster(tb testing.TB, size int) ([]*Node, string) {
+	tb.Helper()
+	clients, routes := make([]string, size), make([]string, size)
+	for i := range size {
+		clients[i], routes[i] = freeAddr(tb), freeAddr(tb)
+	}
+	var urls []string
+	nodes := make([]*Node, size)
+	for i := range size {
+		var routeURLs []string
+		for j, r := range routes {
+			if j != i {
+				routeURLs = append(routeURLs, "nats-route://"+r)
+			}
+		}
+		n := &Node{tb: tb, opts: natsembed.Options{
+			Addr:     clients[i],
+			StoreDir: tb.TempDir(),
+			Cluster: &natsembed.Cluster{
+				Name: "labelsync-test", ServerName: fmt.Sprintf("n%d", i+1), Addr: routes[i], Routes: routeURLs,
+			},
+		}}
+		n.Start()
+		tb.Cleanup(n.Stop)
+		nodes[i] = n
+		urls = append(urls, n.URL())
+	}
+	all := strings.Join(urls, ",")
+	nc := Connect(tb, all)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("natstest: no JetStream meta leader after 30s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	nc.Close()
+	return nodes, all
+}
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -47,10 +47,11 @@ func StreamConfigs() map[string]jetstream.StreamConfig {
 }
 
 // EnsureStreams creates the named streams that are missing, with
-// labelsync's configuration. A stream that exists keeps what an operator
-// set (replicas, size caps, placement, limits that keep every head): only
-// subjects labelsync needs and the stream lacks are added. It also reads
-// each stream's max_msg_size, for MaxMessageBytes.
+// labelsync's configuration and the bus's replicas. A stream that exists
+// keeps what an operator set (size caps, placement, limits that keep every
+// head, more replicas): only subjects labelsync needs and the stream lacks
+// are added, and replicas are raised to the bus's when it has fewer, never
+// lowered. It also reads each stream's max_msg_size, for MaxMessageBytes.
 func (b *Bus) EnsureStreams(ctx context.Context, names ...string) error {
 	cfgs := StreamConfigs()
 	for _, name := range names {
@@ -75,6 +76,9 @@ func (b *Bus) EnsureStreams(ctx context.Context, names ...string) error {
 			if s, err = b.js.UpdateStream(ctx, cfg); err != nil {
 				return fmt.Errorf("taskbus: stream %s: add subjects %v: %w", name, missing, err)
 			}
+		}
+		if err := raiseReplicas(ctx, b.js, s, b.replicas); err != nil {
+			return err
 		}
 		b.limits.Store(name, int64(s.CachedInfo().Config.MaxMsgSize))
 	}

@@ -141,6 +141,8 @@ type Bus struct {
 	limits sync.Map
 	// fault, when set, answers a publish instead of JetStream (tests).
 	fault func(subject string) error
+	// replicas of what the bus creates (WithReplicas); 0 means 1.
+	replicas int
 }
 
 // Option adjusts a Bus.
@@ -168,6 +170,13 @@ func New(nc *nats.Conn, timeout time.Duration, opts ...Option) (*Bus, error) {
 	for _, o := range opts {
 		o(b)
 	}
+	switch {
+	case b.replicas == 0:
+		b.replicas = 1
+	case b.replicas < 1 || b.replicas > MaxReplicas:
+		return nil, fmt.Errorf("LABELSYNC_STREAM_REPLICAS: %d is outside 1..%d", b.replicas, MaxReplicas)
+	}
+	b.js = replicated{JetStream: js, replicas: b.replicas}
 	return b, nil
 }
 
@@ -179,7 +188,8 @@ func (b *Bus) injected(subject string) error {
 	return b.fault(subject)
 }
 
-// JetStream exposes the JetStream context, for consumers in tests and tools.
+// JetStream exposes the JetStream context. Streams and key-value buckets
+// created or opened through it get the bus's replicas (WithReplicas).
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
 // Conn is the underlying connection.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/config"
 	"github.com/labelsync/labelsync/internal/secrets"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Config is the worker's configuration (SPEC §5). Every field is a
@@ -47,6 +48,9 @@ type Config struct {
 	APIRate     float64 `env:"LABELSYNC_API_RATE, default=20"`
 	APIInFlight int     `env:"LABELSYNC_API_IN_FLIGHT, default=2"`
 	SecretKey   string  `env:"LABELSYNC_SECRET_KEY"`
+	// StreamReplicas: replicas of every stream and key-value bucket
+	// labelsync creates; existing ones are raised to it, never lowered.
+	StreamReplicas int `env:"LABELSYNC_STREAM_REPLICAS, default=1"`
 
 	// ShutdownTimeout bounds the drain of in-flight messages at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
@@ -147,6 +151,9 @@ func (c *Config) validateCommon() error {
 		if _, err := secrets.New(c.SecretKey); err != nil {
 			return err
 		}
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > taskbus.MaxReplicas {
+		return fmt.Errorf("LABELSYNC_STREAM_REPLICAS: %d is outside 1..%d", c.StreamReplicas, taskbus.MaxReplicas)
 	}
 	if c.APIRate <= 0 {
 		return fmt.Errorf("LABELSYNC_API_RATE: %g must be positive", c.APIRate)

@@ -7,12 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
+	"time"
 
 	"github.com/labelsync/labelsync/internal/catalog"
 	"github.com/labelsync/labelsync/internal/secrets"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // RunRotate is `worker secrets rotate`: it seals every stored credential
@@ -41,11 +40,11 @@ func RunRotate(ctx context.Context, cfg Config, logger *slog.Logger, newKey stri
 	if err := w.connectNATS(ctx); err != nil {
 		return err
 	}
-	js, err := jetStream(w.nc)
+	bus, err := taskbus.New(w.nc, 10*time.Second, taskbus.WithReplicas(cfg.StreamReplicas))
 	if err != nil {
 		return err
 	}
-	c, err := catalog.Open(ctx, js, current, logger)
+	c, err := catalog.Open(ctx, bus.JetStream(), current, logger)
 	if err != nil {
 		return err
 	}
@@ -56,12 +55,4 @@ func RunRotate(ctx context.Context, cfg Config, logger *slog.Logger, newKey stri
 	}
 	fmt.Fprintf(out, "re-sealed the credentials of %d storages; now run every worker and exporter with LABELSYNC_SECRET_KEY set to the new key\n", n)
 	return nil
-}
-
-func jetStream(nc *nats.Conn) (jetstream.JetStream, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	}
-	return js, nil
 }

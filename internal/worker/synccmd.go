@@ -74,7 +74,7 @@ func (w *Worker) prepare(ctx context.Context) error {
 	if err := w.connectNATS(ctx); err != nil {
 		return err
 	}
-	if w.bus, err = taskbus.New(w.nc, 10*time.Second); err != nil {
+	if w.bus, err = taskbus.New(w.nc, 10*time.Second, taskbus.WithReplicas(w.cfg.StreamReplicas)); err != nil {
 		return err
 	}
 	w.letters = deadletter.NewWriter(w.bus, Component, w.m, w.logger)
