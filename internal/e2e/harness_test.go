@@ -31,7 +31,10 @@ import (
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
-func TestMain(m *testing.M) { pubsubemu.Main(m) }
+func TestMain(m *testing.M) {
+	natstest.ServeIfChild() // a NATS node of TestClusterNodeLoss
+	pubsubemu.Main(m)
+}
 
 // backend is one Pub/Sub implementation the scenarios run against: the same
 // scenarios must pass on pstest and on Google's emulator.
@@ -79,6 +82,13 @@ type harness struct {
 
 func newHarness(t *testing.T, b backend, storagesJSON string) *harness {
 	t.Helper()
+	return newHarnessOn(t, b, storagesJSON, "")
+}
+
+// newHarnessOn is newHarness on the NATS servers at natsURL (a cluster's
+// URLs), or on its own embedded server when natsURL is empty.
+func newHarnessOn(t *testing.T, b backend, storagesJSON, natsURL string) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	n := topicSeq.Add(1)
@@ -104,10 +114,12 @@ func newHarness(t *testing.T, b backend, storagesJSON string) *harness {
 	}
 	t.Cleanup(func() { _ = h.ps.Close() })
 
-	h.natsDir = t.TempDir()
-	h.natsURL = "nats://" + freeAddr(t)
-	h.startNATS()
-	t.Cleanup(h.stopNATS)
+	if h.natsURL = natsURL; natsURL == "" {
+		h.natsDir = t.TempDir()
+		h.natsURL = "nats://" + freeAddr(t)
+		h.startNATS()
+		t.Cleanup(h.stopNATS)
+	}
 	h.nc = natstest.Connect(t, h.natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if h.bus, err = taskbus.New(h.nc, 5*time.Second); err != nil {
 		t.Fatal(err)

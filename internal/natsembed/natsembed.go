@@ -26,7 +26,7 @@ type Options struct {
 	// SyncAlways makes JetStream fsync every write before acknowledging it,
 	// so an acknowledged task survives power loss, not just a process crash.
 	SyncAlways bool
-	Logger     *slog.Logger
+	Logger     *slog.Logger `json:"-"`
 	// Cluster, when set, makes the server one node of a JetStream cluster.
 	Cluster *Cluster
 }

@@ -6,9 +6,13 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -89,39 +93,117 @@ func Messages(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream
 	return out
 }
 
-// Node is one server of a Cluster; Stop and Start restart it on the same
-// ports and storage.
+// Node is one server of a Cluster: in this process, or a child process
+// (ProcessCluster) that Stop kills with SIGKILL, as a crashed machine goes.
+// Start starts a stopped node again on the same ports and storage.
 type Node struct {
 	tb   testing.TB
 	opts natsembed.Options
-	srv  *natsembed.Server
+	name string
+	srv  *natsembed.Server // in-process
+	proc bool
+	cmd  *exec.Cmd // a child process
 }
+
+// Name is the node's server name, as JetStream reports a leader.
+func (n *Node) Name() string { return n.name }
 
 // URL is the node's client URL.
 func (n *Node) URL() string { return "nats://" + n.opts.Addr }
 
-// Stop shuts the node down (no-op if it is down).
+// Stop shuts an in-process node down, or kills a child process (no-op if
+// the node is down).
 func (n *Node) Stop() {
 	if n.srv != nil {
 		n.srv.Shutdown()
 		n.srv = nil
+	}
+	if n.cmd != nil {
+		_ = n.cmd.Process.Kill()
+		_ = n.cmd.Wait()
+		n.cmd = nil
 	}
 }
 
 // Start starts a stopped node again with its storage.
 func (n *Node) Start() {
 	n.tb.Helper()
-	srv, err := natsembed.Start(n.opts)
+	if !n.proc {
+		srv, err := natsembed.Start(n.opts)
+		if err != nil {
+			n.tb.Fatal(err)
+		}
+		n.srv = srv
+		return
+	}
+	spec, err := json.Marshal(n.opts)
 	if err != nil {
 		n.tb.Fatal(err)
 	}
-	n.srv = srv
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		n.tb.Fatal(err)
+	}
+	n.cmd = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", n.opts.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			n.tb.Fatalf("natstest: node %s not listening after 30s: %v", n.name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// childEnv carries a node's options to a test binary started as that node.
+const childEnv = "LABELSYNC_NATSTEST_NODE"
+
+// ServeIfChild must be the first call of TestMain in a package that uses
+// ProcessCluster: in a process started as a node it runs the server until
+// the process is killed, and never returns; elsewhere it returns at once.
+func ServeIfChild() {
+	spec := os.Getenv(childEnv)
+	if spec == "" {
+		return
+	}
+	var opts natsembed.Options
+	if err := json.Unmarshal([]byte(spec), &opts); err != nil {
+		fmt.Fprintln(os.Stderr, "natstest: node options:", err)
+		os.Exit(2)
+	}
+	// Warnings and errors go to the test's output, so that a cluster
+	// misbehaving in a test can be read.
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", opts.Cluster.ServerName)
+	if _, err := natsembed.Start(opts); err != nil {
+		fmt.Fprintln(os.Stderr, "natstest:", err)
+		os.Exit(1)
+	}
+	select {}
+}
+
+// ProcessCluster is Cluster with every node a child process running this
+// test binary (whose TestMain calls ServeIfChild), so that Stop kills a
+// node the way a crash does: no goodbye to its peers, nothing flushed.
+func ProcessCluster(tb testing.TB, size int) ([]*Node, string) {
+	tb.Helper()
+	return cluster(tb, size, true)
 }
 
 // Cluster starts a JetStream cluster of size nodes on loopback, each with
 // its own storage, and waits until it has a meta leader. The returned URLs
 // string lists every node, for a client that must survive losing one.
 func Cluster(tb testing.TB, size int) ([]*Node, string) {
+	tb.Helper()
+	return cluster(tb, size, false)
+}
+
+func cluster(tb testing.TB, size int, proc bool) ([]*Node, string) {
 	tb.Helper()
 	clients, routes := make([]string, size), make([]string, size)
 	for i := range size {
@@ -136,7 +218,7 @@ func Cluster(tb testing.TB, size int) ([]*Node, string) {
 				routeURLs = append(routeURLs, "nats-route://"+r)
 			}
 		}
-		n := &Node{tb: tb, opts: natsembed.Options{
+		n := &Node{tb: tb, name: fmt.Sprintf("n%d", i+1), proc: proc, opts: natsembed.Options{
 			Addr:     clients[i],
 			StoreDir: tb.TempDir(),
 			Cluster: &natsembed.Cluster{
@@ -154,18 +236,23 @@ func Cluster(tb testing.TB, size int) ([]*Node, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Ready when a stream with a replica on every node can be placed: a meta
+	// leader alone is not enough, the other nodes must have joined it.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := js.AccountInfo(ctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "natstest_ready", Subjects: []string{"natstest.ready"}, Replicas: size, Storage: jetstream.MemoryStorage})
+		if err == nil {
+			err = js.DeleteStream(ctx, "natstest_ready")
+		}
 		cancel()
 		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("natstest: no JetStream meta leader after 30s: %v", err)
+			tb.Fatalf("natstest: cluster of %d not formed after 30s: %v", size, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	nc.Close()
 	return nodes, all
