@@ -14,6 +14,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/config"
 	"github.com/labelsync/labelsync/internal/exporter"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 func main() {
@@ -32,7 +33,13 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	x, err := exporter.New(ctx, cfg, logger)
+	// Traces: only the standard OTEL_* variables; off when none is set.
+	tp, err := tracing.Setup(ctx, "labelsync-exporter", os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	defer tp.Close(logger)
+	x, err := exporter.New(ctx, cfg, logger, exporter.WithTracing(tp))
 	if err != nil {
 		return err
 	}

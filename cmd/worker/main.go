@@ -17,6 +17,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/labelsync/labelsync/internal/config"
+	"github.com/labelsync/labelsync/internal/tracing"
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
@@ -42,7 +43,13 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(ctx, cfg, logger)
+	// Traces: only the standard OTEL_* variables; off when none is set.
+	tp, err := tracing.Setup(ctx, "labelsync-worker", os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	defer tp.Close(logger)
+	w, err := worker.New(ctx, cfg, logger, worker.WithTracing(tp))
 	if err != nil {
 		return err
 	}

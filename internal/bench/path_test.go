@@ -1,6 +1,11 @@
 package bench
 
 import (
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+	"github.com/labelsync/labelsync/internal/tracing/otlptest"
+
 	"context"
 	"errors"
 	"io"
@@ -35,7 +40,28 @@ const pathConcurrency = 256
 // this one moves by a few percent, so it is the one to compare changes to
 // the handler path with. It handles LABELSYNC_BENCH_PATH_N notifications
 // (default 50,000) per iteration and reports per-notification figures.
+//
+// Sub-benchmarks: tracing_off (no OTEL_* variables: the no-op provider) and
+// tracing_on (every notification sampled and exported over OTLP/HTTP to an
+// in-process receiver).
 func BenchmarkNotificationPath(b *testing.B) {
+	b.Run("tracing_off", func(b *testing.B) { notificationPath(b, tracing.Noop()) })
+	b.Run("tracing_on", func(b *testing.B) {
+		r := otlptest.Start(b)
+		exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(r.Endpoint()+"/v1/traces"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := tracing.WithExporter(context.Background(), "labelsync-bench", exp)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close(slog.New(slog.DiscardHandler))
+		notificationPath(b, p)
+	})
+}
+
+func notificationPath(b *testing.B, tp *tracing.Provider) {
 	n := envInt(b, "LABELSYNC_BENCH_PATH_N", 50_000)
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -46,7 +72,7 @@ func BenchmarkNotificationPath(b *testing.B) {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	letters := deadletter.NewWriter(bus, "worker", m, logger)
-	h := ingest.NewNotifications(ingest.New(bus, letters, m, logger), func() *storages.Set { return set }, m, logger)
+	h := ingest.NewNotifications(ingest.New(bus, letters, m, logger, ingest.WithTracer(tp.Tracer())), func() *storages.Set { return set }, m, logger)
 	failures, err := deadletter.Middleware(letters, deadletter.DefaultRetry(), logger)
 	if err != nil {
 		b.Fatal(err)

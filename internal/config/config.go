@@ -6,6 +6,8 @@
 package config
 
 import (
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"errors"
 	"flag"
@@ -115,10 +117,12 @@ func (l Logging) Logger(w io.Writer) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(l.LogFormat) {
+	// Lines logged with a context that holds a span carry its trace and
+	// span ids (tracing.LogHandler).
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(tracing.LogHandler(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(tracing.LogHandler(slog.NewTextHandler(w, opts))), nil
 	}
 	return nil, fmt.Errorf("LABELSYNC_LOG_FORMAT: %q is not json or text", l.LogFormat)
 }

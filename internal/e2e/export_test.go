@@ -96,10 +96,10 @@ type runningExporter struct {
 	done   chan error
 }
 
-func (h *xharness) startExporter(cfg exporter.Config) *runningExporter {
+func (h *xharness) startExporter(cfg exporter.Config, opts ...exporter.Option) *runningExporter {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(h.ctx)
-	x, err := exporter.New(ctx, cfg, testLogger(h.t))
+	x, err := exporter.New(ctx, cfg, testLogger(h.t), opts...)
 	if err != nil {
 		cancel()
 		h.t.Fatal(err)

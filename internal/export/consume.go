@@ -1,6 +1,11 @@
 package export
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"errors"
 	"fmt"
@@ -51,7 +56,12 @@ func (c *ConsumeConfig) defaults() {
 // Handler is the Watermill handler of one annotation message: it decodes
 // the event and applies it. Wrap it in the failure path (package
 // deadletter) before Consume.
-func (x *Exporter) Handler(msg *message.Message) ([]*message.Message, error) {
+//
+// Each attempt is a span, "export", in the trace of the webhook request
+// that stored the event (its traceparent header).
+func (x *Exporter) Handler(msg *message.Message) (_ []*message.Message, err error) {
+	ctx, span := tracing.Start(msg.Context(), x.tracer, "export", trace.SpanKindConsumer)
+	defer func() { tracing.End(span, err) }()
 	_, events, err := annotation.Decode(msg.Payload)
 	if errors.Is(err, annotation.ErrSkipped) {
 		return nil, fault.Permanent(fault.BadInput, fmt.Errorf("export: %s is not an annotation change", msg.Metadata.Get(deadletter.SubjectKey)))
@@ -62,7 +72,11 @@ func (x *Exporter) Handler(msg *message.Message) ([]*message.Message, error) {
 	if len(events) != 1 {
 		return nil, fault.Permanent(fault.BadInput, fmt.Errorf("export: a stored annotation message holds %d annotations, want 1", len(events)))
 	}
-	return nil, x.Apply(msg.Context(), events[0])
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("labelsync.action", events[0].Action), attribute.Int64("labelsync.project", events[0].Project),
+			attribute.Int64("labelsync.annotation_id", events[0].AnnotationID))
+	}
+	return nil, x.Apply(ctx, events[0])
 }
 
 // Consume receives annotation messages through the shared durable consumer
@@ -162,7 +176,7 @@ func handleOne(ctx context.Context, m jetstream.Msg, ackWait time.Duration, hand
 			}
 		}
 	}()
-	msg.SetContext(hctx)
+	msg.SetContext(tracing.Extract(hctx, m.Headers()))
 	if _, err := handle(msg); err != nil {
 		delay := min(30*time.Second, time.Second<<min(md.NumDelivered, 5))
 		logger.Warn("export: event not applied; redelivering", "subject", m.Subject(), "delivery", md.NumDelivered, "in", delay, "err", err)

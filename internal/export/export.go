@@ -32,6 +32,11 @@
 package export
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,11 +105,20 @@ type Exporter struct {
 	state   jetstream.KeyValue
 	metrics *metrics.Metrics
 	logger  *slog.Logger
+	tracer  trace.Tracer
 }
+
+// Option configures an Exporter.
+type Option func(*Exporter)
+
+// WithTracer traces each event ("export", continuing the trace of the
+// webhook request that stored it) and each write and delete (default: no
+// tracing).
+func WithTracer(t trace.Tracer) Option { return func(x *Exporter) { x.tracer = t } }
 
 // New builds an Exporter, creating the state bucket if it is missing.
 // exports returns the export storages in force; it is called once per event.
-func New(ctx context.Context, js jetstream.JetStream, exports func() []storages.Export, client ClientFor, m *metrics.Metrics, logger *slog.Logger) (*Exporter, error) {
+func New(ctx context.Context, js jetstream.JetStream, exports func() []storages.Export, client ClientFor, m *metrics.Metrics, logger *slog.Logger, opts ...Option) (*Exporter, error) {
 	kv, err := js.KeyValue(ctx, StateBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -119,7 +133,11 @@ func New(ctx context.Context, js jetstream.JetStream, exports func() []storages.
 	if err != nil {
 		return nil, fmt.Errorf("export: state bucket %s: %w", StateBucket, err)
 	}
-	return &Exporter{js: js, exports: exports, client: client, state: kv, metrics: m, logger: logger}, nil
+	x := &Exporter{js: js, exports: exports, client: client, state: kv, metrics: m, logger: logger}
+	for _, o := range opts {
+		o(x)
+	}
+	return x, nil
 }
 
 // Targets returns the export storages of project.
@@ -245,7 +263,12 @@ func (x *Exporter) write(ctx context.Context, ev annotation.Event, targets []sto
 	var first error
 	n := 0
 	for i := range targets {
-		wrote, err := x.writeOne(ctx, ev, &targets[i])
+		wctx, span := x.span(ctx, "write", &targets[i])
+		wrote, err := x.writeOne(wctx, ev, &targets[i])
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Bool("written", wrote))
+		}
+		tracing.End(span, err)
 		if err != nil {
 			x.count(opWrite, outcomeError)
 			// The others are still tried: a retry finds them done.
@@ -353,7 +376,10 @@ func (x *Exporter) remove(ctx context.Context, ev annotation.Event, targets []st
 			x.count(opSkip, outcomeNotAllowed)
 			continue
 		}
-		if err := x.removeOne(ctx, ev, s.Task, st); err != nil {
+		dctx, span := x.span(ctx, "delete", st)
+		err := x.removeOne(dctx, ev, s.Task, st)
+		tracing.End(span, err)
+		if err != nil {
 			x.count(opDelete, outcomeError)
 			first = cmpErr(first, fmt.Errorf("export: storage %d gs://%s: delete annotation %d: %w", st.ID, st.Bucket, ev.AnnotationID, err))
 			continue
@@ -412,4 +438,13 @@ func (x *Exporter) count(op, outcome string) {
 // has one (requester-pays buckets).
 func bucketOf(c *storage.Client, st *storages.Export) *storage.BucketHandle {
 	return gcs.Bucket(c, st.Bucket, st.GoogleProjectID)
+}
+
+// span starts the span of one write or delete on st.
+func (x *Exporter) span(ctx context.Context, name string, st *storages.Export) (context.Context, trace.Span) {
+	ctx, span := tracing.Start(ctx, x.tracer, name, trace.SpanKindInternal)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("labelsync.storage_id", st.ID), attribute.String("gcs.bucket", st.Bucket))
+	}
+	return ctx, span
 }

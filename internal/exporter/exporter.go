@@ -6,6 +6,8 @@
 package exporter
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +35,7 @@ import (
 	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/tracing"
 	"github.com/labelsync/labelsync/internal/webhook"
 )
 
@@ -58,13 +61,27 @@ type Exporter struct {
 	consuming atomic.Bool
 	listener  net.Listener
 	server    *http.Server
+	tracer    trace.Tracer
+}
+
+// Option adjusts an Exporter.
+type Option func(*Exporter)
+
+// WithTracing traces webhook requests and the writes and deletes of each
+// event with p, in one trace per request (main builds p from the OTEL_*
+// variables; default: no tracing).
+func WithTracing(p *tracing.Provider) Option {
+	return func(x *Exporter) { x.tracer = p.Tracer() }
 }
 
 // New loads storages, connects to NATS, creates what is missing (streams,
 // the state bucket) and binds the HTTP address. Nothing is consumed until
 // Run. On error everything opened so far is closed.
-func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err error) {
+func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (_ *Exporter, err error) {
 	x := &Exporter{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+	for _, o := range opts {
+		o(x)
+	}
 	defer func() {
 		if err != nil {
 			x.close()
@@ -107,7 +124,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Exporter, err
 		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
 	logger.Info("storages loaded", "export", len(x.catalog.Exports()), "file", cfg.StoragesFile)
-	if x.export, err = export.New(ctx, x.bus.JetStream(), x.Exports, x.clientFor, x.m, logger); err != nil {
+	if x.export, err = export.New(ctx, x.bus.JetStream(), x.Exports, x.clientFor, x.m, logger, export.WithTracer(x.tracer)); err != nil {
 		return nil, err
 	}
 	if x.syncs, err = export.NewSyncs(ctx, x.bus.JetStream()); err != nil {
@@ -164,7 +181,7 @@ func (x *Exporter) routes() http.Handler {
 	api.New(x.cfg.APIToken, nil, x.Exports, nil, x.clients.For, nil, x.logger).WithExportSyncs(x.syncs).WithCatalog(x.catalog, x.secrets).RegisterExports(mux)
 	if !x.cfg.WebhookDisabled {
 		mux.Handle(webhook.Path, webhook.New(x.cfg.WebhookSecret, x.bus.JetStream(),
-			func() int64 { return x.bus.MaxMessageBytes(taskbus.AnnotationsStream) }, x.m, x.logger))
+			func() int64 { return x.bus.MaxMessageBytes(taskbus.AnnotationsStream) }, x.m, x.logger).WithTracer(x.tracer))
 	}
 	return mux
 }

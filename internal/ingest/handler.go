@@ -1,6 +1,10 @@
 package ingest
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -37,15 +41,35 @@ func NewNotifications(p *Pipeline, current func() *storages.Set, m *metrics.Metr
 // dead-letters it). Each matching storage is applied in turn; a storage
 // whose object generation can never be imported is dead-lettered by the
 // pipeline and the others go on.
-func (h *Notifications) Handle(msg *message.Message) error {
+//
+// Each attempt is a span, "notification", continuing the trace the Pub/Sub
+// message carries (traceparent or googclient_traceparent attributes), with
+// children "decode", "match" and one "append" per matching storage.
+func (h *Notifications) Handle(msg *message.Message) (err error) {
+	tracer := h.pipeline.tracer
+	ctx := msg.Context()
+	if tracer != nil {
+		ctx = tracing.ExtractMap(ctx, msg.Metadata)
+	}
+	ctx, span := tracing.Start(ctx, tracer, "notification", trace.SpanKindConsumer)
+	defer func() { tracing.End(span, err) }()
+	_, decode := tracing.Start(ctx, tracer, "decode", trace.SpanKindInternal)
 	obj, err := events.DecodeAttributes(msg.Metadata, msg.Payload)
+	tracing.End(decode, err)
 	if err != nil {
 		h.count(string(obj.EventType), ledger.DeadLetter)
 		return fault.Permanent(fault.MalformedNotification, err)
 	}
-	outcome, err := h.handle(msg.Context(), obj)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.String("gcs.bucket", obj.Bucket), tracing.String("gcs.object", obj.Key),
+			tracing.Int64("gcs.generation", obj.Generation), tracing.String("gcs.event_type", string(obj.EventType)))
+	}
+	outcome, err := h.handle(ctx, obj)
 	if err != nil {
 		return err
+	}
+	if span.IsRecording() {
+		span.SetAttributes(tracing.String("outcome", outcome.String()))
 	}
 	if outcome == ledger.Emitted {
 		h.metrics.NotificationLag.Observe(h.now().Sub(obj.EventTime).Seconds())
@@ -60,10 +84,22 @@ func (h *Notifications) handle(ctx context.Context, obj events.Object) (ledger.O
 		return ledger.Filtered, nil
 	}
 	best := ledger.Filtered
-	for _, st := range h.storages().Match(obj.Bucket, obj.Key) {
+	tracer := h.pipeline.tracer
+	_, match := tracing.Start(ctx, tracer, "match", trace.SpanKindInternal)
+	matched := h.storages().Match(obj.Bucket, obj.Key)
+	if match.IsRecording() {
+		match.SetAttributes(tracing.Int64("storages", int64(len(matched))))
+	}
+	match.End()
+	for _, st := range matched {
 		// A failure part-way leaves earlier storages done; the redelivery
 		// finds them duplicates in their ledgers.
-		outcome, err := h.pipeline.Apply(ctx, st, Object{Bucket: obj.Bucket, Key: obj.Key}, o, nil)
+		actx, span := tracing.Start(ctx, tracer, "append", trace.SpanKindInternal)
+		outcome, err := h.pipeline.Apply(actx, st, Object{Bucket: obj.Bucket, Key: obj.Key}, o, nil)
+		if span.IsRecording() {
+			span.SetAttributes(tracing.Int64("labelsync.storage_id", st.ID), tracing.Int64("labelsync.project", st.Project), tracing.String("outcome", outcome.String()))
+		}
+		tracing.End(span, err)
 		if err != nil {
 			return 0, fmt.Errorf("ingest: gs://%s/%s generation %d for storage %d: %w", obj.Bucket, obj.Key, obj.Generation, st.ID, err)
 		}

@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/jsonstr"
@@ -65,6 +67,8 @@ type Pipeline struct {
 	// Tasks mode; nil until WithTasks.
 	reader recordReader
 	rows   rowLedger
+
+	tracer trace.Tracer // nil: no tracing
 }
 
 // Option configures a Pipeline.
@@ -75,6 +79,12 @@ type Option func(*Pipeline)
 // acknowledged, before the caller can ack its input). For crash tests.
 func WithStepHook(f func(ctx context.Context, name string) error) Option {
 	return func(p *Pipeline) { p.step = f }
+}
+
+// WithTracer traces notifications, their storages' appends and the
+// Tasks-mode reads (default: no tracing).
+func WithTracer(t trace.Tracer) Option {
+	return func(p *Pipeline) { p.tracer = t }
 }
 
 // New builds a pipeline that appends through l and dead-letters through d.

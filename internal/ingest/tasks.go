@@ -1,6 +1,10 @@
 package ingest
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -201,7 +205,8 @@ func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Objec
 		return batchErr == nil && f.err == nil
 	}
 	if kind != ledger.Deleted {
-		err := p.reader.Records(ctx, st, obj, o.Generation, func(r taskfile.Record) bool {
+		rctx, span := tracing.Start(ctx, p.tracer, "read", trace.SpanKindInternal)
+		err := p.reader.Records(rctx, st, obj, o.Generation, func(r taskfile.Record) bool {
 			f.rows = r.Row + 1
 			if r.Err != nil {
 				code := fault.BadRecord
@@ -215,6 +220,11 @@ func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Objec
 			k := ledger.DecideRow(heads[r.Row], o.Generation, hash)
 			return k == "" || add(r.Row, k, hash, r.Task)
 		})
+		if span.IsRecording() {
+			span.SetAttributes(tracing.String("gcs.bucket", obj.Bucket), tracing.String("gcs.object", obj.Key),
+				tracing.Int64("gcs.generation", o.Generation), tracing.Int64("rows", int64(f.rows)))
+		}
+		tracing.End(span, err)
 		if err != nil {
 			return nil, err
 		}

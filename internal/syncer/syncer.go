@@ -16,6 +16,11 @@
 package syncer
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -115,6 +120,8 @@ type Syncer struct {
 	Concurrency int
 	// PageSize is the listing page size (and checkpoint granularity).
 	PageSize int
+	// Tracer traces each page ("sync.page"); nil: no tracing.
+	Tracer trace.Tracer
 
 	mu      sync.Mutex
 	running map[int64]bool
@@ -365,13 +372,18 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	var seenMu sync.Mutex
 	seen := map[string]struct{}{} // keys listed by this run, for reconciliation
 	storageLabel := strconv.FormatInt(id, 10)
-	process := func(objs []gcs.Object, next string) error {
+	process := func(objs []gcs.Object, next string) (err error) {
 		select {
 		case <-lockLost:
 			return ErrLocked
 		default:
 		}
-		g, gctx := errgroup.WithContext(ctx)
+		pctx, span := tracing.Start(ctx, s.Tracer, "sync.page", trace.SpanKindInternal)
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int64("labelsync.storage_id", id), attribute.Int("objects", len(objs)), attribute.Int64("page", st.Meta.Pages+1))
+		}
+		defer func() { tracing.End(span, err) }()
+		g, gctx := errgroup.WithContext(pctx)
 		g.SetLimit(s.Concurrency)
 		pageNew := assumeNew
 		var pageApplied, pageDup atomic.Int64
@@ -415,7 +427,6 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 		st.Meta.TasksCreated, st.Meta.TasksUpdated, st.Meta.TasksDeleted = counts.Created.Load(), counts.Updated.Load(), counts.Deleted.Load()
 		st.Meta.AlreadySynced, st.Meta.Errors = already.Load(), errs.Load()
 		st.Meta.Duration = prior + time.Since(started).Seconds()
-		var err error
 		if rev, err = s.save(ctx, id, st, rev); err != nil {
 			return fmt.Errorf("syncer: checkpoint: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/ledger"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Tasks-mode files have two levels in the ledger. The file's head is a
@@ -188,6 +189,7 @@ func (r *Rows) Add(ctx context.Context, e RowEntry) error {
 	msg.Header.Set(hdrExpectSubj, e.Key.rowFilter(e.Row))
 	msg.Header.Set(hdrGeneration, gen)
 	msg.Header.Set(hdrEvent, string(e.Kind))
+	tracing.Inject(ctx, msg.Header)
 	if e.Hash != "" {
 		msg.Header.Set(hdrRowHash, e.Hash)
 	}

@@ -40,6 +40,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/ledger"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Stream names and subject roots, fixed by SPEC §2 and §3.
@@ -216,6 +217,9 @@ func (b *Bus) Append(ctx context.Context, e Entry, expect uint64) (Result, error
 		// subject and has only the key's hash there.
 		e.Key.Object,
 	}
+	// The trace of the notification travels with its task event (nothing
+	// when tracing is off).
+	tracing.Inject(ctx, m.msg.Header)
 	if err := b.fits(TasksStream, &m.msg); err != nil {
 		return Result{}, err
 	}
@@ -261,6 +265,8 @@ var appendPool = sync.Pool{New: func() any {
 func (m *appendMsg) release() {
 	m.msg.Subject, m.msg.Data = "", nil
 	m.vals = [5]string{}
+	delete(m.msg.Header, tracing.Traceparent)
+	delete(m.msg.Header, tracing.Tracestate)
 	if cap(m.body) > 64<<10 {
 		// Do not keep an outsized task's buffer for every later append.
 		m.body = make([]byte, 0, 1024)

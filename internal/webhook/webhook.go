@@ -19,6 +19,12 @@
 package webhook
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -65,6 +71,7 @@ type Handler struct {
 	timeout time.Duration
 	metrics *metrics.Metrics
 	logger  *slog.Logger
+	tracer  trace.Tracer
 
 	mu          sync.Mutex
 	annotations jetstream.Stream
@@ -75,6 +82,13 @@ type Handler struct {
 // the largest message LABELSYNC_ANNOTATIONS takes (taskbus.Bus.MaxMessageBytes).
 func New(secret string, js jetstream.JetStream, maxMsg func() int64, m *metrics.Metrics, logger *slog.Logger) *Handler {
 	return &Handler{secret: []byte(secret), js: js, maxMsg: maxMsg, timeout: 10 * time.Second, metrics: m, logger: logger}
+}
+
+// WithTracer traces each request ("webhook"); the trace travels on in the
+// stored events' traceparent headers, to the exporter's writes.
+func (h *Handler) WithTracer(t trace.Tracer) *Handler {
+	h.tracer = t
+	return h
 }
 
 func (h *Handler) authorized(r *http.Request) bool {
@@ -107,21 +121,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": "the body could not be read"})
 		return
 	}
+	ctx := r.Context()
+	if h.tracer != nil {
+		ctx = tracing.ExtractHTTP(ctx, r.Header)
+	}
+	ctx, span := tracing.Start(ctx, h.tracer, "webhook", trace.SpanKindServer)
+	defer span.End()
 	action, events, err := annotation.Decode(body)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("labelsync.action", action), attribute.Int("labelsync.annotations", len(events)))
+	}
 	switch {
 	case errors.Is(err, annotation.ErrSkipped):
 		h.answer(w, http.StatusOK, outcomeSkipped, map[string]any{"action": action, "skipped": true})
 		return
 	case err != nil:
+		span.SetStatus(codes.Error, err.Error())
 		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": err.Error()})
 		return
 	}
-	if err := h.publish(r.Context(), events); err != nil {
+	if err := h.publish(ctx, events); err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		if code, class := fault.Of(err); class == fault.ClassPermanent && code == fault.TooLarge {
 			h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, map[string]any{"detail": err.Error()})
 			return
 		}
-		h.logger.Warn("webhook: events not stored", "action", action, "err", err)
+		h.logger.WarnContext(ctx, "webhook: events not stored", "action", action, "err", err)
 		w.Header().Set("Retry-After", "5")
 		h.answer(w, http.StatusServiceUnavailable, outcomeUnavailable, map[string]any{"detail": "the events could not be stored; retry"})
 		return
@@ -156,6 +181,7 @@ func (h *Handler) publish(ctx context.Context, events []annotation.Event) error 
 		} else {
 			m.Header.Set(hdrUpdatedAt, ev.UpdatedAt.UTC().Format(time.RFC3339Nano))
 		}
+		tracing.Inject(ctx, m.Header)
 		if n := int64(len(m.Data)) + 256; limit > 0 && n > limit {
 			return fault.Permanent(fault.TooLarge, fmt.Errorf("webhook: annotation %d is %d bytes, over the %d bytes LABELSYNC_ANNOTATIONS accepts", ev.AnnotationID, len(m.Data), limit))
 		}

@@ -36,6 +36,7 @@ import (
 	"github.com/labelsync/labelsync/internal/syncer"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/taskfile"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Component names the worker in dead letters and metrics.
@@ -69,7 +70,14 @@ type Worker struct {
 type Option func(*options)
 
 type options struct {
-	ingest []ingest.Option
+	ingest  []ingest.Option
+	tracing *tracing.Provider
+}
+
+// WithTracing traces notifications, syncs and their appends with p
+// (main builds it from the OTEL_* variables; default: no tracing).
+func WithTracing(p *tracing.Provider) Option {
+	return func(opts *options) { opts.tracing = p }
 }
 
 // WithIngestOptions passes options to the ingest pipeline (crash hooks).
@@ -112,10 +120,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		DrainTimeout:   cfg.ShutdownTimeout,
 	}, logger)
 
-	pipeline := w.pipeline(o.ingest...)
+	tracer := o.tracing.Tracer()
+	pipeline := w.pipeline(append([]ingest.Option{ingest.WithTracer(tracer)}, o.ingest...)...)
 	if w.syncer, err = syncer.New(ctx, w.bus.JetStream(), pipeline, w.bus, w.clientFor, w.catalog.Imports, w.m, logger); err != nil {
 		return nil, err
 	}
+	w.syncer.Tracer = tracer
 	if w.exportSyncs, err = export.NewSyncs(ctx, w.bus.JetStream()); err != nil {
 		return nil, err
 	}
