@@ -45,7 +45,15 @@ type Clients struct {
 	mu      sync.Mutex
 	closed  bool
 	entries map[[sha256.Size]byte]*entry
+	// checked remembers credentials that passed checkCredentials, by
+	// hash: For is called per proxied file and per Tasks-mode read, and
+	// parsing the private key each time cost 217 µs and 88 allocations
+	// per call, against 2 µs and none (BenchmarkForInline).
+	checked map[[sha256.Size]byte]option.CredentialsType
 }
+
+// maxChecked bounds Clients.checked; it is cleared when full.
+const maxChecked = 10_000
 
 // entry is one client being built or built. ready is closed once client or
 // err is set, so concurrent For calls for the same credentials build once.
@@ -61,7 +69,7 @@ func NewClients(opts Options) *Clients {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Clients{opts: opts, logger: logger, entries: make(map[[sha256.Size]byte]*entry)}
+	return &Clients{opts: opts, logger: logger, entries: make(map[[sha256.Size]byte]*entry), checked: make(map[[sha256.Size]byte]option.CredentialsType)}
 }
 
 // For returns the client for these credentials. Empty credentials mean
@@ -76,10 +84,23 @@ func NewClients(opts Options) *Clients {
 func (c *Clients) For(ctx context.Context, credentialsJSON []byte) (*storage.Client, error) {
 	creds := bytes.TrimSpace(credentialsJSON)
 	var credType option.CredentialsType
+	var sum [sha256.Size]byte
 	if len(creds) > 0 {
-		t, err := checkCredentials(creds)
-		if err != nil {
-			return nil, err
+		sum = sha256.Sum256(creds)
+		c.mu.Lock()
+		t, ok := c.checked[sum]
+		c.mu.Unlock()
+		if !ok {
+			var err error
+			if t, err = checkCredentials(creds); err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			if len(c.checked) >= maxChecked {
+				clear(c.checked)
+			}
+			c.checked[sum] = t
+			c.mu.Unlock()
 		}
 		credType = t
 	}
@@ -88,7 +109,7 @@ func (c *Clients) For(ctx context.Context, credentialsJSON []byte) (*storage.Cli
 	// hash so the cache does not keep a second plaintext copy as a key.
 	var key [sha256.Size]byte
 	if len(creds) > 0 && c.opts.EmulatorHost == "" {
-		key = sha256.Sum256(creds)
+		key = sum
 	}
 
 	c.mu.Lock()

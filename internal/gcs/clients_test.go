@@ -1,6 +1,7 @@
 package gcs_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -18,7 +19,7 @@ import (
 
 // serviceAccountJSON returns a well-formed service account key with a fresh
 // RSA key; it is never sent anywhere.
-func serviceAccountJSON(t *testing.T, email string) []byte {
+func serviceAccountJSON(t testing.TB, email string) []byte {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -192,5 +193,21 @@ func TestForBadEmulatorHost(t *testing.T) {
 	defer clients.Close()
 	if _, err := clients.For(t.Context(), nil); err == nil {
 		t.Error("For with emulator host \"http://\" succeeded, want an error")
+	}
+}
+
+// BenchmarkForInline is the cost of For with inline service-account
+// credentials already seen: every proxied file and every Tasks-mode read
+// of a storage with its own key pays it.
+func BenchmarkForInline(b *testing.B) {
+	creds := serviceAccountJSON(b, "bench@acme.iam.gserviceaccount.com")
+	clients := gcs.NewClients(gcs.Options{EmulatorHost: "127.0.0.1:1"})
+	defer clients.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := clients.For(ctx, creds); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
