@@ -1,6 +1,6 @@
 // Command lsctl watches labelsync's streams, uploads, lists, prints and
-// deletes objects, and posts annotation webhooks to the exporter on the
-// local stack. Run it without arguments for usage.
+// deletes objects, posts annotation webhooks to the exporter on the local
+// stack, and signs resolver links. Run it without arguments for usage.
 package main
 
 import (
@@ -18,6 +18,9 @@ func main() {
 		NATSURL:             os.Getenv("LABELSYNC_NATS_URL"),
 		StorageEmulatorHost: os.Getenv("STORAGE_EMULATOR_HOST"),
 		WebhookSecret:       os.Getenv("LABELSYNC_WEBHOOK_SECRET"),
+		SecretKey:           os.Getenv("LABELSYNC_SECRET_KEY"),
+		LabelStudioURL:      os.Getenv("LABELSYNC_LABEL_STUDIO_URL"),
+		LabelStudioToken:    os.Getenv("LABELSYNC_LABEL_STUDIO_TOKEN"),
 	}, os.Stdin, os.Stdout)
 	stop()
 	if err != nil {

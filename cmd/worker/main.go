@@ -1,13 +1,18 @@
 // Command worker imports GCS objects into labelsync task events: it consumes
 // GCS notifications from Pub/Sub and publishes tasks to NATS JetStream.
 // `worker sync --storage ID` runs one sync (backfill) of a source storage;
-// `worker secrets rotate` re-seals stored credentials with a new key.
+// `worker secrets rotate` re-seals stored credentials with a new key;
+// `worker gcs cors --bucket B --origin O` sets a bucket's CORS policy for
+// Label Studio.
 // Configuration is environment variables or flags (see README and SPEC §5).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
@@ -17,6 +22,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	"github.com/labelsync/labelsync/internal/config"
+	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/tracing"
 	"github.com/labelsync/labelsync/internal/worker"
 )
@@ -34,6 +40,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if len(args) > 1 && args[0] == "secrets" && args[1] == "rotate" {
 		return runRotate(ctx, args[2:])
+	}
+	if len(args) > 1 && args[0] == "gcs" && args[1] == "cors" {
+		return runCORS(ctx, args[2:])
 	}
 	cfg, err := worker.LoadConfig(ctx, args, envconfig.OsLookuper())
 	if err != nil {
@@ -84,6 +93,43 @@ func runRotate(ctx context.Context, args []string) error {
 		return err
 	}
 	return worker.RunRotate(ctx, cfg, logger, os.Getenv("LABELSYNC_NEW_SECRET_KEY"), os.Stdout)
+}
+
+// runCORS is `worker gcs cors --bucket B --origin O [--origin O2…]
+// [--dry-run]`: Label Studio's CORS rule for the origins, other origins'
+// rules kept, printed as JSON. It needs GCS access only
+// (STORAGE_EMULATOR_HOST or Application Default Credentials).
+func runCORS(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("worker gcs cors", flag.ContinueOnError)
+	bucket := fs.String("bucket", "", "bucket whose CORS policy to set (required)")
+	var origins []string
+	fs.Func("origin", "origin Label Studio is served from, e.g. http://localhost:8080 (repeatable, required)", func(v string) error {
+		origins = append(origins, v)
+		return nil
+	})
+	dryRun := fs.Bool("dry-run", false, "print the policy without setting it")
+	if err := fs.Parse(args); err != nil {
+		return err // -h: config.ErrHelp, which exits 0
+	}
+	if *bucket == "" || len(origins) == 0 || fs.NArg() > 0 {
+		return errors.New("worker gcs cors: --bucket B and at least one --origin O are required")
+	}
+	clients := gcs.NewClients(gcs.Options{EmulatorHost: os.Getenv("STORAGE_EMULATOR_HOST")})
+	defer func() { _ = clients.Close() }()
+	c, err := clients.For(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("worker gcs cors: %w", err)
+	}
+	rules, err := gcs.SetCORS(ctx, c.Bucket(*bucket), origins, *dryRun)
+	if err != nil {
+		return fmt.Errorf("worker gcs cors: %w", err)
+	}
+	out, err := json.MarshalIndent(rules, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(os.Stdout, "%s\n", out)
+	return err
 }
 
 // syncFlags takes --storage ID and --reconcile out of args; the rest are

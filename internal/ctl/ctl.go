@@ -28,14 +28,22 @@ const usage = `usage:
   lsctl ls BUCKET [PREFIX]                                             list object names
   lsctl annotate --project P --id A [--task T --label L] [--action created|updated|deleted] [--url http://127.0.0.1:8081]
                                                                        post a Label Studio annotation webhook to the exporter
+  lsctl sign --project P --fileuri gs://B/K [--ttl 0] [--base-url http://localhost:8080]
+                                                                       print a signed resolver link that opens that object without the API token
+  lsctl labelstudio connect --project P [--exporter-url http://localhost:8081] [--dry-run]
+                                                                       register the exporter's webhook in a Label Studio project (idempotent)
 environment: LABELSYNC_NATS_URL (default nats://127.0.0.1:4222), STORAGE_EMULATOR_HOST,
-  LABELSYNC_WEBHOOK_SECRET (annotate)`
+  LABELSYNC_WEBHOOK_SECRET (annotate, labelstudio), LABELSYNC_SECRET_KEY (sign),
+  LABELSYNC_LABEL_STUDIO_URL and LABELSYNC_LABEL_STUDIO_TOKEN (labelstudio)`
 
 // Env is what ctl reads from the environment.
 type Env struct {
 	NATSURL             string
 	StorageEmulatorHost string
 	WebhookSecret       string // the exporter's LABELSYNC_WEBHOOK_SECRET
+	SecretKey           string // the worker's LABELSYNC_SECRET_KEY (sign)
+	LabelStudioURL      string // LABELSYNC_LABEL_STUDIO_URL (labelstudio)
+	LabelStudioToken    string // LABELSYNC_LABEL_STUDIO_TOKEN (labelstudio)
 }
 
 // Run runs one lsctl command.
@@ -80,6 +88,10 @@ func Run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout io
 		return ls(ctx, args[1:], env, stdout)
 	case "annotate":
 		return annotate(ctx, args[1:], env, stdout)
+	case "sign":
+		return sign(args[1:], env, time.Now(), stdout)
+	case "labelstudio":
+		return labelStudio(ctx, args[1:], env, stdout)
 	}
 	return errors.New(usage)
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/ledger"
+	"github.com/labelsync/labelsync/internal/lsstub"
 	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
@@ -18,7 +20,9 @@ import (
 // JetStream cluster (nats-server processes) with LABELSYNC_STREAM_REPLICAS=3.
 // The node leading the task stream is killed while the worker drains
 // uploads, and the node leading the annotations stream while the exporter
-// takes webhooks: nothing is lost, nothing is imported or written twice.
+// takes webhooks, and the node leading the connector's task-id map while
+// it imports into a Label Studio stand-in: nothing is lost, nothing is
+// imported or written twice.
 // Issue 14's report: with three replicas, killing a leader lost nothing —
 // kept here.
 func TestClusterNodeLoss(t *testing.T) {
@@ -69,6 +73,23 @@ func TestClusterNodeLoss(t *testing.T) {
 		})
 	}
 
+	// healthy waits until every stream has a leader again, after a kill.
+	healthy := func(t *testing.T) {
+		js, err := jetstream.New(natstest.Connect(t, urls))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "every stream led", func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			names := js.StreamNames(ctx)
+			for name := range names.Name() {
+				led(t, js, name)
+			}
+			return names.Err()
+		})
+	}
+
 	t.Run("worker", func(t *testing.T) {
 		h := newHarnessOn(t, backends[0], filesStorages, urls)
 		cfg := h.config()
@@ -94,6 +115,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	})
 
 	t.Run("exporter", func(t *testing.T) {
+		healthy(t)
 		h := newXHarness(t, `{"export": [{"id": 2, "project": 7, "bucket": "acme-labels", "prefix": "annotations", "can_delete_objects": true}]}`)
 		h.natsURL = urls
 		cfg := h.config()
@@ -111,9 +133,22 @@ func TestClusterNodeLoss(t *testing.T) {
 			}
 			// As Label Studio does, a request answered 5xx is sent again.
 			body := annotationPayload("ANNOTATION_CREATED", id, id, "v1", t0)
+			// As Label Studio does too, a request that times out is sent
+			// again (while the stream has no leader, storing waits up to
+			// the webhook's 10 s).
 			eventually(t, 60*time.Second, fmt.Sprintf("annotation %d accepted", id), func() error {
-				if code, out := h.post(rx, webhookSecret, body); code != http.StatusOK {
-					return fmt.Errorf("%d %v", code, out)
+				req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+rx.x.HTTPAddr()+"/webhooks/label-studio", strings.NewReader(body))
+				if err != nil {
+					return err
+				}
+				req.Header.Set("Authorization", "Bearer "+webhookSecret)
+				resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("status %d", resp.StatusCode)
 				}
 				return nil
 			})
@@ -123,6 +158,46 @@ func TestClusterNodeLoss(t *testing.T) {
 		h.waitObjects("acme-labels", want, label)
 		if n := counterSum(t, rx.x.Registry(), "labelsync_deadletter_total"); n != 0 {
 			t.Errorf("%v dead letters", n)
+		}
+	})
+
+	t.Run("connector", func(t *testing.T) {
+		healthy(t)
+		ls, token := newLabelStudio(t, lsstub.Options{LegacyToken: "0123456789abcdef0123456789abcdef01234567"})
+		ls.SetLatency(30*time.Millisecond, 100*time.Microsecond)
+		h := newHarnessOn(t, backends[0], filesStorages, urls)
+		cfg := h.config()
+		cfg.StreamReplicas = 3
+		cfg.LabelStudioURL, cfg.LabelStudioToken = ls.URL, token
+		cfg.LabelStudioBatchSize, cfg.LabelStudioFlushInterval = 20, 50*time.Millisecond
+		cfg.LabelStudioAckWait = 5 * time.Second
+		h.startWorkerWith(cfg)
+		var keys []string
+		for i := range 300 {
+			if i == 100 {
+				// The connector's durable map of task ids.
+				kill(t, h.bus.JetStream(), "KV_labelsync_labelstudio")
+			}
+			k := fmt.Sprintf("incoming/ls-cluster/%04d.jpg", i)
+			h.upload("acme-raw", k, "x")
+			keys = append(keys, k)
+		}
+		led(t, h.bus.JetStream(), "KV_labelsync_labelstudio")
+		eventually(t, 120*time.Second, "every upload a Label Studio task", func() error {
+			got, err := lsTasks(ls, 7)
+			if err != nil {
+				t.Fatal(err) // a duplicate never goes away by itself
+			}
+			for _, k := range keys {
+				if _, ok := got[taskbus.TaskID(1, k, nil)]; !ok {
+					return fmt.Errorf("%s has no task yet (%d tasks)", k, len(got))
+				}
+			}
+			return nil
+		})
+		h.connectorSettled(60 * time.Second)
+		if _, err := lsTasks(ls, 7); err != nil {
+			t.Error(err)
 		}
 	})
 }

@@ -106,6 +106,8 @@ type Exporter struct {
 	metrics *metrics.Metrics
 	logger  *slog.Logger
 	tracer  trace.Tracer
+	// labelStudio, when set, is read by export sync (WithLabelStudio).
+	labelStudio TaskLister
 }
 
 // Option configures an Exporter.

@@ -201,7 +201,17 @@ func (x *Exporter) RunSyncs(ctx context.Context, s *Syncs, logger *slog.Logger) 
 func (x *Exporter) runSync(ctx context.Context, s *Syncs, id int64, st Status, rev uint64, logger *slog.Logger) {
 	started := time.Now()
 	var seen, written, failed atomic.Int64
+	storageLabel := strconv.FormatInt(id, 10)
+	running, moved := x.metrics.SyncRunning.WithLabelValues("export", storageLabel), x.metrics.SyncProgress.WithLabelValues("export", storageLabel)
+	running.Set(1)
+	moved.SetToCurrentTime()
+	defer running.Set(0)
+	var lastSeen int64
 	progress := func() {
+		if n := seen.Load(); n != lastSeen {
+			lastSeen = n
+			moved.SetToCurrentTime()
+		}
 		st.Meta.Annotations, st.Meta.Written, st.Meta.Errors = seen.Load(), written.Load(), failed.Load()
 		st.Meta.Duration = time.Since(started).Seconds()
 		st.Meta.Heartbeat = time.Now()
@@ -209,7 +219,9 @@ func (x *Exporter) runSync(ctx context.Context, s *Syncs, id int64, st Status, r
 	hctx, stop := context.WithCancel(ctx)
 	defer stop()
 	lost := make(chan struct{})
+	beating := make(chan struct{})
 	go func() {
+		defer close(beating)
 		t := time.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
@@ -233,6 +245,7 @@ func (x *Exporter) runSync(ctx context.Context, s *Syncs, id int64, st Status, r
 	}()
 	err := x.sync(hctx, id, &seen, &written, &failed)
 	stop()
+	<-beating // st and the progress figures are ours alone from here
 	select {
 	case <-lost:
 		return // another replica runs it now
@@ -270,7 +283,8 @@ func (x *Exporter) runSync(ctx context.Context, s *Syncs, id int64, st Status, r
 }
 
 // sync writes the newest state of every annotation of the storage's
-// project to it.
+// project to it: those labelsync has seen, then, with WithLabelStudio,
+// those Label Studio has.
 func (x *Exporter) sync(ctx context.Context, id int64, seen, written, failed *atomic.Int64) error {
 	var target *storages.Export
 	for _, st := range x.exports() {
@@ -282,6 +296,17 @@ func (x *Exporter) sync(ctx context.Context, id int64, seen, written, failed *at
 	if target == nil {
 		return fmt.Errorf("export storage %d does not exist", id)
 	}
+	if err := x.syncStream(ctx, target, seen, written, failed); err != nil {
+		return err
+	}
+	if x.labelStudio != nil {
+		return x.syncLabelStudio(ctx, target, seen, written, failed)
+	}
+	return nil
+}
+
+// syncStream writes the annotations of LABELSYNC_ANNOTATIONS.
+func (x *Exporter) syncStream(ctx context.Context, target *storages.Export, seen, written, failed *atomic.Int64) error {
 	// The sync writes the state the stream held when it started: changes
 	// that arrive meanwhile are live events, which the consumer writes.
 	stream, err := x.js.Stream(ctx, taskbus.AnnotationsStream)

@@ -44,6 +44,12 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of events in hand at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
 
+	// LabelStudioURL set makes export sync read every annotation of the
+	// project from Label Studio (SPEC §3, §8), with LabelStudioToken (a
+	// legacy token or a personal access token; never logged).
+	LabelStudioURL   string `env:"LABELSYNC_LABEL_STUDIO_URL"`
+	LabelStudioToken string `env:"LABELSYNC_LABEL_STUDIO_TOKEN"`
+
 	config.Logging
 
 	// Standard Google variable, read here so that nothing below main
@@ -90,6 +96,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("LABELSYNC_SHUTDOWN_TIMEOUT: %s must be positive", c.ShutdownTimeout)
+	}
+	if c.LabelStudioURL != "" {
+		if u, err := url.Parse(c.LabelStudioURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("LABELSYNC_LABEL_STUDIO_URL: %q is not an http(s) URL like http://localhost:8080", c.LabelStudioURL)
+		}
+		if c.LabelStudioToken == "" {
+			return errors.New("LABELSYNC_LABEL_STUDIO_TOKEN: required with LABELSYNC_LABEL_STUDIO_URL (a Label Studio legacy token or personal access token)")
+		}
 	}
 	if _, err := c.Logging.Logger(nil); err != nil {
 		return err

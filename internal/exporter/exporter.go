@@ -8,6 +8,8 @@ package exporter
 import (
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/labelsync/labelsync/internal/tracing"
+
 	"context"
 	"errors"
 	"fmt"
@@ -31,11 +33,11 @@ import (
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
+	"github.com/labelsync/labelsync/internal/labelstudio"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
-	"github.com/labelsync/labelsync/internal/tracing"
 	"github.com/labelsync/labelsync/internal/webhook"
 )
 
@@ -124,7 +126,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 		return nil, fmt.Errorf("LABELSYNC_STORAGES_FILE: %w", err)
 	}
 	logger.Info("storages loaded", "export", len(x.catalog.Exports()), "file", cfg.StoragesFile)
-	if x.export, err = export.New(ctx, x.bus.JetStream(), x.Exports, x.clientFor, x.m, logger, export.WithTracer(x.tracer)); err != nil {
+	exportOpts := []export.Option{export.WithTracer(x.tracer)}
+	if cfg.LabelStudioURL != "" {
+		// Export sync reads Label Studio, the source of truth (SPEC §3).
+		ls, err := labelstudio.New(cfg.LabelStudioURL, cfg.LabelStudioToken, labelstudio.WithObserver(func(op, outcome string) {
+			x.m.LabelStudioRequests.WithLabelValues(op, outcome).Inc()
+		}))
+		if err != nil {
+			return nil, fmt.Errorf("LABELSYNC_LABEL_STUDIO_URL: %w", err)
+		}
+		exportOpts = append(exportOpts, export.WithLabelStudio(ls))
+	}
+	if x.export, err = export.New(ctx, x.bus.JetStream(), x.Exports, x.clientFor, x.m, logger, exportOpts...); err != nil {
 		return nil, err
 	}
 	if x.syncs, err = export.NewSyncs(ctx, x.bus.JetStream()); err != nil {

@@ -342,6 +342,11 @@ func (s *Syncer) holdLock(ctx context.Context, id int64, rev uint64, lost chan<-
 // scan lists pages from the checkpoint and applies their objects.
 func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lockLost <-chan struct{}, progress func(Status)) (Status, error) {
 	started := time.Now()
+	storageLabel := strconv.FormatInt(id, 10)
+	running, moved := s.metrics.SyncRunning.WithLabelValues("import", storageLabel), s.metrics.SyncProgress.WithLabelValues("import", storageLabel)
+	running.Set(1)
+	moved.SetToCurrentTime()
+	defer running.Set(0)
 	prior := st.Meta.Duration
 	fail := func(err error) (Status, error) {
 		if ctx.Err() != nil {
@@ -371,7 +376,6 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 	assumeNew := true
 	var seenMu sync.Mutex
 	seen := map[string]struct{}{} // keys listed by this run, for reconciliation
-	storageLabel := strconv.FormatInt(id, 10)
 	process := func(objs []gcs.Object, next string) (err error) {
 		select {
 		case <-lockLost:
@@ -430,6 +434,7 @@ func (s *Syncer) scan(ctx context.Context, id int64, st Status, rev uint64, lock
 		if rev, err = s.save(ctx, id, st, rev); err != nil {
 			return fmt.Errorf("syncer: checkpoint: %w", err)
 		}
+		moved.SetToCurrentTime()
 		if progress != nil {
 			progress(st)
 		}

@@ -55,6 +55,20 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight messages at shutdown.
 	ShutdownTimeout time.Duration `env:"LABELSYNC_SHUTDOWN_TIMEOUT, default=30s"`
 
+	// LabelStudioURL set runs the Label Studio connector (SPEC §8) with
+	// LabelStudioToken: a legacy token, or a personal access token (a
+	// JWT). The token is never logged.
+	LabelStudioURL   string `env:"LABELSYNC_LABEL_STUDIO_URL"`
+	LabelStudioToken string `env:"LABELSYNC_LABEL_STUDIO_TOKEN"`
+	// Imports into Label Studio: tasks per request, requests at once, and
+	// the longest a task waits for its batch to fill.
+	LabelStudioBatchSize     int           `env:"LABELSYNC_LABEL_STUDIO_BATCH_SIZE, default=500"`
+	LabelStudioInFlight      int           `env:"LABELSYNC_LABEL_STUDIO_IN_FLIGHT, default=4"`
+	LabelStudioFlushInterval time.Duration `env:"LABELSYNC_LABEL_STUDIO_FLUSH_INTERVAL, default=200ms"`
+	// LabelStudioAckWait: how soon a task event held by a replica that
+	// died goes to another one (events in hand are extended).
+	LabelStudioAckWait time.Duration `env:"LABELSYNC_LABEL_STUDIO_ACK_WAIT, default=60s"`
+
 	config.Logging
 
 	// Standard Google variables, read here so that nothing below main
@@ -167,8 +181,37 @@ func (c *Config) validateCommon() error {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("LABELSYNC_SHUTDOWN_TIMEOUT: %s must be positive", c.ShutdownTimeout)
 	}
+	if err := c.validateLabelStudio(); err != nil {
+		return err
+	}
 	if _, err := c.Logging.Logger(nil); err != nil {
 		return err
+	}
+	return nil
+}
+
+// validateLabelStudio checks the connector's variables (SPEC §8).
+func (c *Config) validateLabelStudio() error {
+	if c.LabelStudioURL == "" {
+		return nil
+	}
+	if u, err := url.Parse(c.LabelStudioURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_URL: %q is not an http(s) URL like http://localhost:8080", c.LabelStudioURL)
+	}
+	if c.LabelStudioToken == "" {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_TOKEN: required with LABELSYNC_LABEL_STUDIO_URL (a Label Studio legacy token or personal access token)")
+	}
+	if c.LabelStudioBatchSize < 1 || c.LabelStudioBatchSize > 100_000 {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_BATCH_SIZE: %d is outside 1..100000", c.LabelStudioBatchSize)
+	}
+	if c.LabelStudioInFlight < 1 || c.LabelStudioInFlight > 256 {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_IN_FLIGHT: %d is outside 1..256", c.LabelStudioInFlight)
+	}
+	if c.LabelStudioFlushInterval < time.Millisecond || c.LabelStudioFlushInterval > time.Minute {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_FLUSH_INTERVAL: %s is outside 1ms..1m", c.LabelStudioFlushInterval)
+	}
+	if c.LabelStudioAckWait < time.Second {
+		return fmt.Errorf("LABELSYNC_LABEL_STUDIO_ACK_WAIT: %s is under 1s", c.LabelStudioAckWait)
 	}
 	return nil
 }

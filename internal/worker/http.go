@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/labelsync/labelsync/internal/api"
+	"github.com/labelsync/labelsync/internal/resolve"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
@@ -23,6 +24,25 @@ func (w *Worker) routes() http.Handler {
 	api.New(w.cfg.APIToken, w.catalog.Imports, w.catalog.Exports, w.syncer, w.clients.For, w.clientFor, w.logger).
 		WithExportSyncs(w.exportSyncs).WithCatalog(w.catalog, w.secrets).
 		WithLimits(api.Limits{PerSecond: w.cfg.APIRate, InFlight: w.cfg.APIInFlight}).Register(mux)
+	// The resolver (package resolve) is not behind the API's limits: a
+	// gallery opens many files at once.
+	res, err := resolve.New(resolve.Config{
+		Token:        w.cfg.APIToken,
+		SecretKey:    w.cfg.SecretKey,
+		Storages:     w.catalog.Imports,
+		ClientFor:    w.clientFor,
+		Secrets:      w.secrets,
+		EmulatorHost: w.cfg.StorageEmulatorHost,
+		Logger:       w.logger,
+	})
+	if err != nil {
+		// Validate has checked the secret key; a malformed
+		// STORAGE_EMULATOR_HOST breaks every storage client as well. The
+		// rest of the worker serves on.
+		w.logger.Error("resolver disabled", "err", err)
+	} else {
+		res.Register(mux)
+	}
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := w.ready(r.Context()); err != nil {
@@ -51,6 +71,11 @@ func (w *Worker) ready(ctx context.Context) error {
 	defer cancel()
 	if err := w.bus.StreamsExist(ctx, taskbus.TasksStream, taskbus.DeadLetterStream); err != nil {
 		return err
+	}
+	if w.connector != nil {
+		if err := w.connector.Ready(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }

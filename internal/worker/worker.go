@@ -23,12 +23,14 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/catalog"
+	"github.com/labelsync/labelsync/internal/connector"
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/gpubsub"
 	"github.com/labelsync/labelsync/internal/ingest"
+	"github.com/labelsync/labelsync/internal/labelstudio"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/natsembed"
 	"github.com/labelsync/labelsync/internal/secrets"
@@ -54,6 +56,9 @@ type Worker struct {
 	clients     *gcs.Clients
 	syncer      *syncer.Syncer
 	exportSyncs *export.Syncs
+	// connector applies task events to Label Studio; nil without
+	// LABELSYNC_LABEL_STUDIO_URL.
+	connector *connector.Connector
 
 	embedded *natsembed.Server
 	nc       *nats.Conn
@@ -129,6 +134,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	if w.exportSyncs, err = export.NewSyncs(ctx, w.bus.JetStream()); err != nil {
 		return nil, err
 	}
+	if cfg.LabelStudioURL != "" {
+		if w.connector, err = w.labelStudio(ctx); err != nil {
+			return nil, err
+		}
+	}
 	handler := ingest.NewNotifications(pipeline, w.catalog.Imports, w.m, logger)
 	// The failure path around the handler (package deadletter): panics and
 	// permanent failures are dead-lettered, then acked; transient ones
@@ -144,6 +154,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	}
 	w.server = &http.Server{Handler: w.routes(), ReadHeaderTimeout: 10 * time.Second}
 	return w, nil
+}
+
+// labelStudio builds the Label Studio connector (SPEC §8) on the worker's
+// NATS connection and task stream; its consumer is shared by every replica.
+func (w *Worker) labelStudio(ctx context.Context) (*connector.Connector, error) {
+	client, err := labelstudio.New(w.cfg.LabelStudioURL, w.cfg.LabelStudioToken, labelstudio.WithObserver(connector.Observe(w.m)))
+	if err != nil {
+		return nil, fmt.Errorf("LABELSYNC_LABEL_STUDIO_URL: %w", err)
+	}
+	letters := deadletter.NewWriter(w.bus, connector.Component, w.m, w.logger)
+	return connector.New(ctx, w.bus.JetStream(), client, letters, w.m, w.logger, connector.Config{
+		BatchSize:     w.cfg.LabelStudioBatchSize,
+		InFlight:      w.cfg.LabelStudioInFlight,
+		FlushInterval: w.cfg.LabelStudioFlushInterval,
+		AckWait:       w.cfg.LabelStudioAckWait,
+		DrainTimeout:  w.cfg.ShutdownTimeout,
+	})
 }
 
 // pipeline builds the ingest pipeline, with the Tasks import method.
@@ -225,6 +252,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return w.syncer.Run(gctx) })
+	if w.connector != nil {
+		g.Go(func() error { return w.connector.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		w.logger.Info("shutting down: draining in-flight messages")

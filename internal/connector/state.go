@@ -1,0 +1,310 @@
+package connector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/labelsync/labelsync/internal/fault"
+)
+
+// Bucket is the JetStream key-value bucket of the connector's durable
+// state: one entry per task (key t.<task_id>: its Label Studio task id, the
+// stream sequence of the last task event applied to it, and whether it is
+// in Label Studio) and one intent per import request whose outcome is not
+// yet recorded (key i.<project>.<random>).
+const Bucket = "labelsync_labelstudio"
+
+// Task states.
+const (
+	statePresent = "present" // the task is in Label Studio as ID
+	stateDeleted = "deleted" // deleted from Label Studio by a deleted event
+	stateRefused = "refused" // Label Studio refused it; the event is dead-lettered
+)
+
+// entry is a task's durable state. rev is the entry's revision in the
+// bucket (0: the task has no entry); writes are conditioned on it.
+type entry struct {
+	ID      int64  `json:"id,omitempty"`
+	Seq     uint64 `json:"seq"`
+	State   string `json:"state"`
+	Project int64  `json:"project"`
+	rev     uint64
+}
+
+// applied reports whether the event at stream sequence seq, or a later
+// one, has been applied: its redelivery changes nothing.
+func (e entry) applied(seq uint64) bool { return e.rev != 0 && e.Seq >= seq }
+
+func (e entry) present() bool { return e.rev != 0 && e.State == statePresent }
+
+// intent is written before an import request is sent and deleted once the
+// outcome of every task in it is recorded: after a crash, it says which
+// tasks may be in Label Studio without an entry, and from which task id on
+// to look for them (every task Label Studio creates for the request gets an
+// id above W, the highest id seen before it was sent).
+type intent struct {
+	W     int64        `json:"w"`
+	Tasks []intentTask `json:"tasks"`
+}
+
+type intentTask struct {
+	TaskID string `json:"t"`
+	Seq    uint64 `json:"s"`
+}
+
+func (in intent) seqOf(taskID string) (uint64, bool) {
+	for _, t := range in.Tasks {
+		if t.TaskID == taskID {
+			return t.Seq, true
+		}
+	}
+	return 0, false
+}
+
+// store is the bucket.
+type store struct {
+	js jetstream.JetStream
+	nc *nats.Conn
+	kv jetstream.KeyValue
+}
+
+func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      Bucket,
+			Description: "labelsync Label Studio connector: labelsync task id → Label Studio task id, and import intents",
+			Storage:     jetstream.FileStorage,
+			History:     1,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("connector: bucket %s: %w", Bucket, err)
+	}
+	return &store{js: js, nc: js.Conn(), kv: kv}, nil
+}
+
+func taskKey(taskID string) string { return "t." + taskID }
+
+// unavailable classifies a NATS or JetStream failure: transient, unless the
+// context ended (a shutdown, which fault.Of reads by itself).
+func unavailable(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("connector: %s: %w", op, err)
+	}
+	return fault.Transient(fault.Unavailable, fmt.Errorf("connector: %s: %w", op, err))
+}
+
+// errConflict: the entry changed since it was read.
+var errConflict = fault.Transient(fault.Unavailable, errors.New("connector: the task's state changed meanwhile"))
+
+func (s *store) get(ctx context.Context, taskID string) (entry, error) {
+	kve, err := s.kv.Get(ctx, taskKey(taskID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return entry{}, nil
+	}
+	if err != nil {
+		return entry{}, unavailable("read task "+taskID, err)
+	}
+	return decodeEntry(kve.Value(), kve.Revision())
+}
+
+func decodeEntry(v []byte, rev uint64) (entry, error) {
+	var e entry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return entry{}, fault.Transient(fault.Unavailable, fmt.Errorf("connector: a task entry that does not decode: %w", err))
+	}
+	e.rev = rev
+	return e, nil
+}
+
+// put writes e for taskID if the entry is still at e.rev (0: absent), and
+// returns the new revision. errConflict means it moved.
+func (s *store) put(ctx context.Context, taskID string, e entry) (uint64, error) {
+	v, _ := json.Marshal(e)
+	var rev uint64
+	var err error
+	if e.rev == 0 {
+		rev, err = s.kv.Create(ctx, taskKey(taskID), v)
+	} else {
+		rev, err = s.kv.Update(ctx, taskKey(taskID), v, e.rev)
+	}
+	if isConflict(err) {
+		return 0, errConflict
+	}
+	if err != nil {
+		return 0, unavailable("write task "+taskID, err)
+	}
+	return rev, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
+}
+
+// getMany reads the entries of many tasks in one round trip per 1,000 (a
+// direct get of the last message of many subjects; the server answers at
+// most 1,024 per request). Tasks without an entry are absent from the map.
+func (s *store) getMany(ctx context.Context, taskIDs []string) (map[string]entry, error) {
+	out := make(map[string]entry, len(taskIDs))
+	for start := 0; start < len(taskIDs); start += 1000 {
+		chunk := taskIDs[start:min(start+1000, len(taskIDs))]
+		if err := s.getChunk(ctx, chunk, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *store) getChunk(ctx context.Context, taskIDs []string, out map[string]entry) error {
+	prefix := "$KV." + Bucket + "."
+	subjects := make([]string, len(taskIDs))
+	for i, id := range taskIDs {
+		subjects[i] = prefix + taskKey(id)
+	}
+	req, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(subjects)})
+	inbox := s.nc.NewRespInbox()
+	sub, err := s.nc.SubscribeSync(inbox)
+	if err != nil {
+		return unavailable("read tasks", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+Bucket, inbox, req); err != nil {
+		return unavailable("read tasks", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return unavailable("read tasks", err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of batch
+			return nil
+		case "404": // none of them has an entry
+			return nil
+		default:
+			return unavailable("read tasks", fmt.Errorf("direct get answered %s %s", status, m.Header.Get("Description")))
+		}
+		subject := m.Header.Get(jetstream.SubjectHeader)
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil || !strings.HasPrefix(subject, prefix+"t.") {
+			return unavailable("read tasks", fmt.Errorf("direct get answered subject %q sequence %q", subject, m.Header.Get(jetstream.SequenceHeader)))
+		}
+		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+			continue
+		}
+		e, err := decodeEntry(m.Data, seq)
+		if err != nil {
+			return err
+		}
+		out[strings.TrimPrefix(subject, prefix+"t.")] = e
+	}
+}
+
+// write is one conditional entry write of putMany.
+type write struct {
+	taskID string
+	e      entry
+}
+
+// putMany writes many entries, each conditioned on its own revision,
+// pipelined (asynchronous publishes to the bucket's subjects, then one wait
+// for all acknowledgements). errs[i] is write i's outcome: nil,
+// errConflict or a transient error.
+func (s *store) putMany(ctx context.Context, ws []write) []error {
+	errs := make([]error, len(ws))
+	futures := make([]jetstream.PubAckFuture, len(ws))
+	for i, w := range ws {
+		v, _ := json.Marshal(w.e)
+		msg := &nats.Msg{Subject: "$KV." + Bucket + "." + taskKey(w.taskID), Data: v}
+		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(w.e.rev))
+		if err != nil {
+			errs[i] = unavailable("write task "+w.taskID, err)
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if isConflict(err) {
+				errs[i] = errConflict
+			} else {
+				errs[i] = unavailable("write task "+ws[i].taskID, err)
+			}
+		case <-ctx.Done():
+			errs[i] = unavailable("write task "+ws[i].taskID, ctx.Err())
+		}
+	}
+	return errs
+}
+
+// putIntent stores in for project under a new key and returns the key.
+func (s *store) putIntent(ctx context.Context, project int64, in intent) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	key := "i." + strconv.FormatInt(project, 10) + "." + hex.EncodeToString(b[:])
+	v, _ := json.Marshal(in)
+	if _, err := s.kv.Put(ctx, key, v); err != nil {
+		return "", unavailable("write import intent", err)
+	}
+	return key, nil
+}
+
+func (s *store) deleteIntent(ctx context.Context, key string) error {
+	if err := s.kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return unavailable("delete import intent", err)
+	}
+	return nil
+}
+
+// intents reads every open intent of project.
+func (s *store) intents(ctx context.Context, project int64) (map[string]intent, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, "i."+strconv.FormatInt(project, 10)+".*")
+	if err != nil {
+		return nil, unavailable("list import intents", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	_ = lister.Stop()
+	out := make(map[string]intent, len(keys))
+	for _, k := range keys {
+		kve, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // resolved meanwhile
+		}
+		if err != nil {
+			return nil, unavailable("read import intent", err)
+		}
+		var in intent
+		if err := json.Unmarshal(kve.Value(), &in); err != nil {
+			return nil, fault.Transient(fault.Unavailable, fmt.Errorf("connector: intent %s does not decode: %w", k, err))
+		}
+		out[k] = in
+	}
+	return out, nil
+}
