@@ -155,18 +155,26 @@ func (c *Connector) withWorker(ctx context.Context, f func() error) error {
 	return f()
 }
 
+// errYield: an earlier event of the task came in here while e waited for
+// its turn; e steps back for it (see event.yield).
+var errYield = errors.New("connector: an earlier event of the task came in")
+
 // turn reads e's task entry and returns it once e is next: every earlier
 // event of the task has been applied, by whichever replica held it. That
 // is known at once when the first event of e's object after the entry's
 // event is e itself; otherwise it waits until the entry changes (an earlier
 // event was applied: look again) or until no event before e is left
-// unacknowledged on the consumer.
+// unacknowledged on the consumer, or returns errYield when an earlier
+// event of the task is handed to this replica meanwhile.
 func (c *Connector) turn(ctx context.Context, e *event) (entry, error) {
 	ent, err := c.state.get(ctx, e.ev.TaskID)
 	if err != nil || ent.applied(e.seq) {
 		return ent, err
 	}
 	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+		if e.yield.Load() {
+			return entry{}, errYield
+		}
 		next, err := c.inTurn(ctx, e, ent)
 		if err != nil || next {
 			return ent, err

@@ -40,12 +40,15 @@
 package connector
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -229,6 +232,10 @@ type event struct {
 	// reimports counts imports after an update found the task deleted in
 	// Label Studio.
 	reimports int
+	// yield is set when an earlier event of the same task arrives while
+	// this one waits for its turn (a replica handed it back): waiting
+	// would then be forever, as the earlier one is queued behind it.
+	yield atomic.Bool
 }
 
 // chain is one task's events in hand, in stream order; the first is being
@@ -318,7 +325,12 @@ func (c *Connector) dispatch(m jetstream.Msg) {
 				return
 			}
 		}
+		// In stream order: redeliveries can come after later events.
 		ch.queue = append(ch.queue, e)
+		slices.SortFunc(ch.queue[1:], bySeq)
+		if e.seq < ch.queue[0].seq {
+			ch.queue[0].yield.Store(true)
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -363,11 +375,18 @@ func (c *Connector) runChain(key string, ch *chain) {
 			return
 		}
 		c.mu.Unlock()
-		c.process(e)
+		yielded := c.process(e)
 		c.mu.Lock()
 		if c.work.Err() != nil {
 			c.handBack(key, ch, ch.queue)
 			return
+		}
+		if yielded {
+			// An earlier event of the task came in: it goes first.
+			e.yield.Store(false)
+			slices.SortFunc(ch.queue, bySeq)
+			c.mu.Unlock()
+			continue
 		}
 		ch.queue = ch.queue[1:]
 		if len(ch.queue) == 0 {
@@ -378,6 +397,8 @@ func (c *Connector) runChain(key string, ch *chain) {
 		c.mu.Unlock()
 	}
 }
+
+func bySeq(a, b *event) int { return cmp.Compare(a.seq, b.seq) }
 
 // handBack drops a chain and negatively acknowledges its events, so that
 // they are redelivered at once (an event already acknowledged ignores it).
@@ -402,23 +423,29 @@ func (c *Connector) msgOf(e *event) jetstream.Msg {
 
 // process applies e until it is done or dead-lettered, then acknowledges
 // it. It returns without acknowledging when the work context ends.
-func (c *Connector) process(e *event) {
+//
+// It reports whether e yielded to an earlier event of its task (then it is
+// neither acknowledged nor done, and goes after that event).
+func (c *Connector) process(e *event) (yielded bool) {
 	ctx := c.work
 	for attempt := 0; ; attempt++ {
 		err := c.apply(ctx, e)
 		if err == nil {
 			c.ack(e)
-			return
+			return false
+		}
+		if errors.Is(err, errYield) {
+			return true
 		}
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		_, class := fault.Of(err)
 		if class == fault.ClassPermanent || (class == fault.ClassUnknown && attempt >= 5) {
 			err = fault.Exhausted(err)
 			if err = c.refuse(ctx, e, err); err == nil {
 				c.ack(e)
-				return
+				return false
 			}
 		}
 		if attempt == 0 || attempt%10 == 9 {
@@ -426,7 +453,7 @@ func (c *Connector) process(e *event) {
 				"project", e.ev.Project, "seq", e.seq, "attempt", attempt+1, "err", err)
 		}
 		if !c.sleep(ctx, c.backoff(attempt, labelstudio.RetryAfter(err))) {
-			return
+			return false
 		}
 	}
 }
