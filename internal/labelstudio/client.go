@@ -195,9 +195,11 @@ func StatusOf(err error) int {
 	return 0
 }
 
-// maxBody bounds what the client reads of an answer: a page of tasks with
-// their annotations can be large, nothing legitimate is larger.
-const maxBody = 256 << 20
+// maxBody bounds what the client reads of an answer: a page of 100 tasks
+// with their annotations can be large, nothing legitimate is larger. A
+// larger answer is an error, not a body cut short (several requests run at
+// once, so this also bounds the client's memory).
+const maxBody = 64 << 20
 
 // request is one API call.
 type request struct {
@@ -252,7 +254,13 @@ func (c *Client) send(ctx context.Context, r request, renew bool) (int, []byte, 
 		return 0, nil, classify(e)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err == nil && len(body) > maxBody {
+		// Asking again gets the same answer: final, not retried.
+		c.observe(r.op, OutcomeRejected)
+		return 0, nil, fault.Permanent(fault.TooLarge, &Error{Op: r.op, Method: r.method, Path: pathOnly(r.path), Status: resp.StatusCode,
+			Err: fmt.Errorf("the answer (%s) is over %d bytes", resp.Status, maxBody), Uncertain: r.method != http.MethodGet})
+	}
 	if err != nil {
 		e := &Error{Op: r.op, Method: r.method, Path: pathOnly(r.path), Err: fmt.Errorf("read the answer (%s): %w", resp.Status, err), Uncertain: r.method != http.MethodGet}
 		c.observe(r.op, OutcomeUnavailable)

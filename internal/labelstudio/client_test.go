@@ -1,11 +1,13 @@
 package labelstudio_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -235,5 +237,31 @@ func TestObserverCountsOutcomes(t *testing.T) {
 	_ = c.DeleteTask(context.Background(), 5)
 	if got["delete/unavailable"] != 1 || got["delete/not_found"] != 1 {
 		t.Errorf("outcomes %v", got)
+	}
+}
+
+// TestOversizeAnswerIsRefused: an answer over the client's 64 MiB bound is a
+// permanent too_large error, not a body cut short and decoded.
+func TestOversizeAnswerIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id": 7, "title": "`))
+		chunk := bytes.Repeat([]byte("x"), 1<<20)
+		for range 65 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+		_, _ = w.Write([]byte(`"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c, err := labelstudio.New(srv.URL, "0123456789abcdef0123456789abcdef01234567")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Project(t.Context(), 7)
+	if code, class := fault.Of(err); code != fault.TooLarge || class != fault.ClassPermanent {
+		t.Fatalf("Project with a 65 MiB answer: %v (%v, %v), want a permanent too_large", err, code, class)
 	}
 }
