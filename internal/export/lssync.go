@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/annotation"
-	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/labelstudio"
 	"github.com/labelsync/labelsync/internal/storages"
 )
@@ -49,23 +48,7 @@ func (x *Exporter) syncLabelStudio(ctx context.Context, target *storages.Export,
 				failed.Add(1)
 				continue
 			}
-			g.Go(func() error {
-				_, events, err := annotation.Decode(body)
-				if err != nil || len(events) != 1 {
-					failed.Add(1)
-					return nil
-				}
-				n, err := x.ApplyTo(gctx, events[0], []storages.Export{*target})
-				switch {
-				case err == nil:
-					written.Add(int64(n))
-				case fault.IsPermanent(err):
-					failed.Add(1)
-				default:
-					return err // transient: the sync fails and can be requested again
-				}
-				return nil
-			})
+			g.Go(func() error { return x.syncOne(gctx, body, target, written, failed) })
 		}
 		return gctx.Err()
 	})

@@ -355,26 +355,33 @@ func (x *Exporter) syncStream(ctx context.Context, target *storages.Export, seen
 		}
 		seen.Add(1)
 		data := m.Data()
-		g.Go(func() error {
-			_, events, err := annotation.Decode(data)
-			if err != nil || len(events) != 1 {
-				failed.Add(1)
-				return nil
-			}
-			n, err := x.ApplyTo(gctx, events[0], []storages.Export{*target})
-			switch {
-			case err == nil:
-				written.Add(int64(n))
-			case fault.IsPermanent(err):
-				failed.Add(1)
-			default:
-				return err // transient: the sync fails and can be requested again
-			}
-			return nil
-		})
+		g.Go(func() error { return x.syncOne(gctx, data, target, written, failed) })
 		if md.NumPending == 0 {
 			break
 		}
 	}
 	return g.Wait()
+}
+
+// syncOne applies one stored (or Label Studio's) annotation payload to the
+// target for an export sync: a payload that does not decode to one
+// annotation, or a permanent failure, counts as failed and the sync goes
+// on; a transient failure is returned, and fails the sync, which can be
+// requested again.
+func (x *Exporter) syncOne(ctx context.Context, body []byte, target *storages.Export, written, failed *atomic.Int64) error {
+	_, events, err := annotation.Decode(body)
+	if err != nil || len(events) != 1 {
+		failed.Add(1)
+		return nil
+	}
+	n, err := x.ApplyTo(ctx, events[0], []storages.Export{*target})
+	switch {
+	case err == nil:
+		written.Add(int64(n))
+	case fault.IsPermanent(err):
+		failed.Add(1)
+	default:
+		return err
+	}
+	return nil
 }
