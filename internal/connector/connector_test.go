@@ -1,11 +1,12 @@
 package connector_test
 
 import (
+	"github.com/labelsync/labelsync/internal/testlog"
+
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -57,7 +58,7 @@ type running struct {
 
 func (r *rig) start(hook func(*connector.Connector)) *running {
 	r.t.Helper()
-	logger := slog.New(slog.NewTextHandler(testOut(r.t), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(slog.NewTextHandler(testlog.Writer(r.t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m := metrics.New(prometheus.NewRegistry())
 	client, err := labelstudio.New(r.ls.URL, token, labelstudio.WithObserver(connector.Observe(m)))
 	if err != nil {
@@ -455,12 +456,6 @@ func TestCrashAfterImportIsRecovered(t *testing.T) {
 	r.expectExactly(all...)
 	t.Logf("%d tasks were in Label Studio without a record before the restart", before)
 }
-
-type tlog struct{ t *testing.T }
-
-func (w tlog) Write(p []byte) (int, error) { w.t.Log(string(bytes.TrimSpace(p))); return len(p), nil }
-
-func testOut(t *testing.T) io.Writer { return tlog{t} }
 
 func TestUpdateOfATaskDeletedInLabelStudioImportsItAgain(t *testing.T) {
 	t.Parallel()

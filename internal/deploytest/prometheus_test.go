@@ -1,12 +1,13 @@
 package deploytest
 
 import (
+	"github.com/labelsync/labelsync/internal/testlog"
+
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -52,7 +53,7 @@ func TestPrometheus(t *testing.T) {
 	prometheus := tool(t, "prometheus")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	logger := testLogger(t)
+	logger := testlog.Logger(t)
 
 	stack, err := devstack.Start(ctx, devstack.Options{
 		PubsubAddr: "127.0.0.1:0",
@@ -424,27 +425,4 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// testLogger writes warnings to the test log until the test ends, then
-// drops lines, so goroutines that outlive the test cannot make it panic.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
 }

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/labelsync/labelsync/internal/testlog"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,7 +101,7 @@ type runningExporter struct {
 func (h *xharness) startExporter(cfg exporter.Config, opts ...exporter.Option) *runningExporter {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(h.ctx)
-	x, err := exporter.New(ctx, cfg, testLogger(h.t), opts...)
+	x, err := exporter.New(ctx, cfg, testlog.Logger(h.t), opts...)
 	if err != nil {
 		cancel()
 		h.t.Fatal(err)
@@ -562,7 +564,7 @@ func TestExportKilledMidStream(t *testing.T) {
 			"LABELSYNC_NATS_URL="+h.natsURL, "LABELSYNC_HTTP_ADDR="+addr, "LABELSYNC_STORAGES_FILE="+h.file,
 			"LABELSYNC_WEBHOOK_SECRET="+webhookSecret, "STORAGE_EMULATOR_HOST="+h.gcsURL,
 			"LABELSYNC_EXPORT_ACK_WAIT=2s", "LABELSYNC_LOG_LEVEL=warn")
-		cmd.Stderr = &testWriter{t: t}
+		cmd.Stderr = testlog.Writer(t)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,8 @@
 package e2e
 
 import (
-	"bytes"
+	"github.com/labelsync/labelsync/internal/testlog"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,7 +92,7 @@ func newHarnessOn(t *testing.T, b backend, storagesJSON, natsURL string) *harnes
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	n := topicSeq.Add(1)
-	h := &harness{t: t, ctx: ctx, sub: fmt.Sprintf("labelsync-e2e-%d", n), log: testLogger(t)}
+	h := &harness{t: t, ctx: ctx, sub: fmt.Sprintf("labelsync-e2e-%d", n), log: testlog.Logger(t)}
 	var err error
 	h.stack, err = devstack.Start(ctx, devstack.Options{
 		PubsubAddr:         "127.0.0.1:0",
@@ -403,27 +403,4 @@ func httpGet(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
-}
-
-// testLogger writes to the test log until the test ends, then drops lines,
-// so goroutines that outlive a test cannot make it panic.
-func testLogger(t *testing.T) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(bytes.TrimRight(p, "\n")))
-	}
-	return len(p), nil
 }

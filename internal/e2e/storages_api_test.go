@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/labelsync/labelsync/internal/testlog"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -181,7 +183,7 @@ func teeLogger(t *testing.T, buf *bytes.Buffer) *slog.Logger {
 		defer mu.Unlock()
 		return buf.Write(p)
 	})
-	return slog.New(teeHandler{slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}), testLogger(t).Handler()})
+	return slog.New(teeHandler{slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}), testlog.Logger(t).Handler()})
 }
 
 type writerFunc func([]byte) (int, error)
