@@ -157,6 +157,25 @@ func (h *xharness) post(rx *runningExporter, token, body string) (int, map[strin
 	return resp.StatusCode, out
 }
 
+// mustAPI calls the exporter's storage API with the test token and no body,
+// and fails the test unless it answers 200.
+func (h *xharness) mustAPI(rx *runningExporter, method, path string) map[string]any {
+	h.t.Helper()
+	req, _ := http.NewRequestWithContext(h.ctx, method, "http://"+rx.x.HTTPAddr()+path, nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		h.t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
+	}
+	return out
+}
+
 func (h *xharness) mustPost(rx *runningExporter, body string) {
 	h.t.Helper()
 	if code, out := h.post(rx, webhookSecret, body); code != http.StatusOK {
@@ -485,22 +504,7 @@ func TestExportSyncRacingLiveEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	api := func(method, path string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(h.ctx, method, "http://"+rx.x.HTTPAddr()+path, nil)
-		req.Header.Set("Authorization", "Bearer s3cret")
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
-		}
-		return out
-	}
+	api := func(method, path string) map[string]any { return h.mustAPI(rx, method, path) }
 	if st := api("GET", "/api/storages/export/gcs/6"); st["status"] != "initialized" || st["type"] != "gcs" {
 		t.Fatalf("before any sync: %v", st)
 	}

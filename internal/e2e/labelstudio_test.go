@@ -408,22 +408,7 @@ func TestLabelStudioExportSyncReadsLabelStudio(t *testing.T) {
 		want[fmt.Sprintf("%d.json", ann)] = fmt.Sprintf("%d:cat task %d", ann, id)
 	}
 
-	api := func(method, path string) map[string]any {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(h.ctx, method, "http://"+rx.x.HTTPAddr()+path, nil)
-		req.Header.Set("Authorization", "Bearer s3cret")
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
-		}
-		return out
-	}
+	api := func(method, path string) map[string]any { return h.mustAPI(rx, method, path) }
 	api("POST", "/api/storages/export/gcs/6/sync")
 	var final map[string]any
 	eventually(t, 60*time.Second, "export sync completed", func() error {
