@@ -31,6 +31,7 @@ import (
 
 	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Bucket is the key-value bucket of storages.
@@ -88,13 +89,7 @@ type waiter struct {
 // it, a bucket that holds sealed credentials is refused, naming
 // LABELSYNC_SECRET_KEY, and so are inline credentials in requests.
 func Open(ctx context.Context, js jetstream.JetStream, box *secrets.Box, logger *slog.Logger) (*Catalog, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "labelsync storages (credentials sealed)", Storage: jetstream.FileStorage, History: 5})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
-		}
-	}
+	kv, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: Bucket, Description: "labelsync storages (credentials sealed)", Storage: jetstream.FileStorage, History: 5})
 	if err != nil {
 		return nil, fmt.Errorf("catalog: bucket %s: %w", Bucket, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/fault"
+	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
 // Bucket is the JetStream key-value bucket of the connector's durable
@@ -79,18 +80,12 @@ type store struct {
 }
 
 func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      Bucket,
-			Description: "labelsync Label Studio connector: labelsync task id → Label Studio task id, and import intents",
-			Storage:     jetstream.FileStorage,
-			History:     1,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
-		}
-	}
+	kv, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "labelsync Label Studio connector: labelsync task id → Label Studio task id, and import intents",
+		Storage:     jetstream.FileStorage,
+		History:     1,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("connector: bucket %s: %w", Bucket, err)
 	}

@@ -35,6 +35,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/tracing"
 
 	"context"
@@ -121,17 +122,11 @@ func WithTracer(t trace.Tracer) Option { return func(x *Exporter) { x.tracer = t
 // New builds an Exporter, creating the state bucket if it is missing.
 // exports returns the export storages in force; it is called once per event.
 func New(ctx context.Context, js jetstream.JetStream, exports func() []storages.Export, client ClientFor, m *metrics.Metrics, logger *slog.Logger, opts ...Option) (*Exporter, error) {
-	kv, err := js.KeyValue(ctx, StateBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      StateBucket,
-			Description: "labelsync exporter: each annotation's task, and its tombstone once deleted",
-			Storage:     jetstream.FileStorage,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, StateBucket)
-		}
-	}
+	kv, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      StateBucket,
+		Description: "labelsync exporter: each annotation's task, and its tombstone once deleted",
+		Storage:     jetstream.FileStorage,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("export: state bucket %s: %w", StateBucket, err)
 	}

@@ -80,13 +80,7 @@ type Syncs struct {
 
 // NewSyncs opens (or creates) the sync bucket.
 func NewSyncs(ctx context.Context, js jetstream.JetStream) (*Syncs, error) {
-	kv, err := js.KeyValue(ctx, SyncBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SyncBucket, Description: "labelsync export syncs: requests and status", Storage: jetstream.FileStorage})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, SyncBucket)
-		}
-	}
+	kv, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: SyncBucket, Description: "labelsync export syncs: requests and status", Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, fmt.Errorf("export: sync bucket: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/tracing"
 
 	"context"
@@ -132,11 +133,11 @@ type Syncer struct {
 
 // New opens (creating if needed) the status and lock buckets.
 func New(ctx context.Context, js jetstream.JetStream, pipeline applier, dl bus, client clientFor, current func() *storages.Set, m *metrics.Metrics, logger *slog.Logger) (*Syncer, error) {
-	status, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: statusBucket, Description: "labelsync sync status and checkpoints", Storage: jetstream.FileStorage})
+	status, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: statusBucket, Description: "labelsync sync status and checkpoints", Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, fmt.Errorf("syncer: status bucket: %w", err)
 	}
-	locks, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: lockBucket, Description: "labelsync sync locks", TTL: lockTTL, Storage: jetstream.FileStorage})
+	locks, err := taskbus.OpenKeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: lockBucket, Description: "labelsync sync locks", TTL: lockTTL, Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, fmt.Errorf("syncer: lock bucket: %w", err)
 	}

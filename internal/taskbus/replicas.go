@@ -43,15 +43,22 @@ func (r replicated) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueCo
 	return r.JetStream.CreateKeyValue(ctx, cfg)
 }
 
-// CreateOrUpdateKeyValue creates a missing bucket; an existing one is
-// opened as it is (replicas raised), not updated: an update would put back
+// CreateOrUpdateKeyValue is OpenKeyValue: an update would put back
 // whatever cfg says over what the operator set.
 func (r replicated) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := r.KeyValue(ctx, cfg.Bucket)
+	return OpenKeyValue(ctx, r, cfg)
+}
+
+// OpenKeyValue opens the bucket cfg names, creating it with cfg when it is
+// missing (another process creating it at the same time is fine). An
+// existing bucket is opened as it is, never updated. Through the bus's
+// JetStream() it gets the bus's replicas.
+func OpenKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = r.CreateKeyValue(ctx, cfg)
+		kv, err = js.CreateKeyValue(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = r.KeyValue(ctx, cfg.Bucket)
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
 		}
 	}
 	return kv, err
