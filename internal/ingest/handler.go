@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/labelsync/labelsync/internal/tracing"
@@ -61,15 +62,15 @@ func (h *Notifications) Handle(msg *message.Message) (err error) {
 		return fault.Permanent(fault.MalformedNotification, err)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(tracing.String("gcs.bucket", obj.Bucket), tracing.String("gcs.object", obj.Key),
-			tracing.Int64("gcs.generation", obj.Generation), tracing.String("gcs.event_type", string(obj.EventType)))
+		span.SetAttributes(attribute.String("gcs.bucket", obj.Bucket), attribute.String("gcs.object", obj.Key),
+			attribute.Int64("gcs.generation", obj.Generation), attribute.String("gcs.event_type", string(obj.EventType)))
 	}
 	outcome, err := h.handle(ctx, obj)
 	if err != nil {
 		return err
 	}
 	if span.IsRecording() {
-		span.SetAttributes(tracing.String("outcome", outcome.String()))
+		span.SetAttributes(attribute.String("outcome", outcome.String()))
 	}
 	if outcome == ledger.Emitted {
 		h.metrics.NotificationLag.Observe(h.now().Sub(obj.EventTime).Seconds())
@@ -88,7 +89,7 @@ func (h *Notifications) handle(ctx context.Context, obj events.Object) (ledger.O
 	_, match := tracing.Start(ctx, tracer, "match", trace.SpanKindInternal)
 	matched := h.storages().Match(obj.Bucket, obj.Key)
 	if match.IsRecording() {
-		match.SetAttributes(tracing.Int64("storages", int64(len(matched))))
+		match.SetAttributes(attribute.Int64("storages", int64(len(matched))))
 	}
 	match.End()
 	for _, st := range matched {
@@ -97,7 +98,7 @@ func (h *Notifications) handle(ctx context.Context, obj events.Object) (ledger.O
 		actx, span := tracing.Start(ctx, tracer, "append", trace.SpanKindInternal)
 		outcome, err := h.pipeline.Apply(actx, st, Object{Bucket: obj.Bucket, Key: obj.Key}, o, nil)
 		if span.IsRecording() {
-			span.SetAttributes(tracing.Int64("labelsync.storage_id", st.ID), tracing.Int64("labelsync.project", st.Project), tracing.String("outcome", outcome.String()))
+			span.SetAttributes(attribute.Int64("labelsync.storage_id", st.ID), attribute.Int64("labelsync.project", st.Project), attribute.String("outcome", outcome.String()))
 		}
 		tracing.End(span, err)
 		if err != nil {

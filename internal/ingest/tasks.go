@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/labelsync/labelsync/internal/tracing"
@@ -221,8 +222,8 @@ func (p *Pipeline) applyRows(ctx context.Context, st *storages.Import, obj Objec
 			return k == "" || add(r.Row, k, hash, r.Task)
 		})
 		if span.IsRecording() {
-			span.SetAttributes(tracing.String("gcs.bucket", obj.Bucket), tracing.String("gcs.object", obj.Key),
-				tracing.Int64("gcs.generation", o.Generation), tracing.Int64("rows", int64(f.rows)))
+			span.SetAttributes(attribute.String("gcs.bucket", obj.Bucket), attribute.String("gcs.object", obj.Key),
+				attribute.Int64("gcs.generation", o.Generation), attribute.Int64("rows", int64(f.rows)))
 		}
 		tracing.End(span, err)
 		if err != nil {

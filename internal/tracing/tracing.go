@@ -22,7 +22,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/contrib/exporters/autoexport"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -211,12 +210,6 @@ func End(span trace.Span, err error) {
 	}
 	span.End()
 }
-
-// Int64 is attribute.Int64, for callers that import no otel package.
-func Int64(k string, v int64) attribute.KeyValue { return attribute.Int64(k, v) }
-
-// String is attribute.String, for callers that import no otel package.
-func String(k, v string) attribute.KeyValue { return attribute.String(k, v) }
 
 // LogHandler wraps h so that records logged with a context that holds a
 // span (logger.InfoContext(ctx, …)) carry its trace_id and span_id.
