@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/labelsync/labelsync/internal/natstest"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -55,7 +57,7 @@ func benchWorkerRSS(b *testing.B, be backend, n int) {
 	srv, stopNATS := startNATS(b)
 	defer stopNATS()
 
-	httpAddr := freeAddr(b)
+	httpAddr := natstest.FreeAddr(b)
 	dir := b.TempDir()
 	logPath := filepath.Join(dir, "worker.log")
 	logFile, err := os.Create(logPath)

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -371,16 +370,6 @@ func drainNATS(b *testing.B) (url string, stop func()) {
 		b.Fatalf("LABELSYNC_BENCH_NATS=%q: want embedded or process", v)
 		return "", nil
 	}
-}
-
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // counterSum sums every series of a counter in reg.

@@ -561,7 +561,7 @@ func TestExportKilledMidStream(t *testing.T) {
 	t.Cleanup(func() { _ = proxy.Close() })
 	proxy.Stall(gcsfault.Match{Method: "POST", PathContains: "/upload/"}, 100*time.Millisecond, -1)
 	h.gcsURL = proxy.URL()
-	addr := freeAddr(t)
+	addr := natstest.FreeAddr(t)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(),

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,7 +115,7 @@ func newHarnessOn(t *testing.T, b backend, storagesJSON, natsURL string) *harnes
 
 	if h.natsURL = natsURL; natsURL == "" {
 		h.natsDir = t.TempDir()
-		h.natsURL = "nats://" + freeAddr(t)
+		h.natsURL = "nats://" + natstest.FreeAddr(t)
 		h.startNATS()
 		t.Cleanup(h.stopNATS)
 	}
@@ -129,16 +128,6 @@ func newHarnessOn(t *testing.T, b backend, storagesJSON, natsURL string) *harnes
 		t.Fatal(err)
 	}
 	return h
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func (h *harness) startNATS() {

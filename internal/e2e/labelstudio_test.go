@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/labelsync/labelsync/internal/natstest"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -267,7 +269,7 @@ func TestLabelStudioConfigAndReadiness(t *testing.T) {
 	// A worker whose Label Studio is not there is not ready, and says why.
 	h := newHarness(t, backends[0], tasksStorages)
 	cfg := h.config()
-	cfg.LabelStudioURL, cfg.LabelStudioToken = "http://"+freeAddr(t), "0123456789abcdef0123456789abcdef01234567"
+	cfg.LabelStudioURL, cfg.LabelStudioToken = "http://"+natstest.FreeAddr(t), "0123456789abcdef0123456789abcdef01234567"
 	ctx, cancel := context.WithCancel(h.ctx)
 	w, err := worker.New(ctx, cfg, h.log)
 	if err != nil {

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/labelsync/labelsync/internal/natstest"
+
 	"context"
 	"fmt"
 	"os"
@@ -79,7 +81,7 @@ func TestWorkerKilledMidStream(t *testing.T) {
 		// Create the subscription before the uploads so the backlog waits.
 		env := []string{
 			"LABELSYNC_NATS_URL=" + h.natsURL,
-			"LABELSYNC_HTTP_ADDR=" + freeAddr(t),
+			"LABELSYNC_HTTP_ADDR=" + natstest.FreeAddr(t),
 			"LABELSYNC_PUBSUB_PROJECT=" + h.stack.ProjectID,
 			"LABELSYNC_PUBSUB_SUBSCRIPTION=" + h.sub,
 			"LABELSYNC_PUBSUB_TOPIC=" + h.stack.Topic,

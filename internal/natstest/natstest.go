@@ -207,7 +207,7 @@ func cluster(tb testing.TB, size int, proc bool) ([]*Node, string) {
 	tb.Helper()
 	clients, routes := make([]string, size), make([]string, size)
 	for i := range size {
-		clients[i], routes[i] = freeAddr(tb), freeAddr(tb)
+		clients[i], routes[i] = FreeAddr(tb), FreeAddr(tb)
 	}
 	var urls []string
 	nodes := make([]*Node, size)
@@ -258,7 +258,8 @@ func cluster(tb testing.TB, size int, proc bool) ([]*Node, string) {
 	return nodes, all
 }
 
-func freeAddr(tb testing.TB) string {
+// FreeAddr returns a loopback host:port nothing listens on at the moment.
+func FreeAddr(tb testing.TB) string {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
