@@ -185,8 +185,11 @@ func handleOne(ctx context.Context, m jetstream.Msg, ackWait time.Duration, hand
 		}
 		return
 	}
-	if err := m.DoubleAck(ctx); err != nil {
-		// The effect is durable; the event comes back and is found done.
+	// A plain ack, not a double one: the effect is durable already, and an
+	// ack that gets lost only brings the event back after AckWait, to be
+	// found done (a stale skip). Waiting for the server's confirmation
+	// would hold a handler slot for a round trip per event.
+	if err := m.Ack(); err != nil {
 		logger.Warn("export: ack", "subject", m.Subject(), "err", err)
 	}
 }

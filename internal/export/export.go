@@ -19,9 +19,10 @@
 // Deletes are terminal (Label Studio never reuses an annotation id): a
 // delete first records a tombstone in the JetStream key-value bucket
 // labelsync_export_state, then removes the objects of storages with
-// can_delete_objects. A write checks the tombstone before and after it
-// writes, and removes what it wrote if the delete came in between, so a
-// delete that arrives before its create leaves nothing behind.
+// can_delete_objects. A write reads the tombstone before it writes where
+// objects may not be deleted, and after it wrote where they may (removing
+// what it wrote if the delete came in between), so a delete that arrives
+// before its create leaves nothing behind.
 //
 // Delivery: Apply returns nil only after every write and delete the event
 // needs has succeeded; a caller acknowledges the event then. Errors are
@@ -238,24 +239,41 @@ func taskKeyed(targets []storages.Export) bool {
 }
 
 // write applies a create or update.
+//
+// A delete must not be undone by a write, and which read of the
+// annotation's state prevents it depends on the storages: one that may
+// delete objects has the object removed again if the state says deleted
+// after the write (a delete that came in while we wrote removed the
+// objects before ours landed); one that may not is not written once the
+// state says deleted, and a task-keyed one needs the state anyway, to
+// record the annotation's task. Most events so need one read of the state,
+// not two: BenchmarkExportWrite's storage, which may delete, reads only
+// after the write.
 func (x *Exporter) write(ctx context.Context, ev annotation.Event, targets []storages.Export) (int, error) {
-	s, err := x.updateState(ctx, ev, func(s *state) bool {
-		// The task of an annotation is needed to find its task object
-		// when it is deleted (a delete names the annotation only).
-		if s.Deleted || s.Task != 0 || ev.TaskID == 0 || !taskKeyed(targets) {
-			return false
-		}
-		s.Task = ev.TaskID
-		return true
-	})
-	if err != nil {
-		return 0, err
+	before, after := taskKeyed(targets), false
+	for i := range targets {
+		before = before || !targets[i].CanDeleteObjects
+		after = after || targets[i].CanDeleteObjects
 	}
-	if s.Deleted {
-		for range targets {
-			x.count(opSkip, outcomeDeleted)
+	if before {
+		s, err := x.updateState(ctx, ev, func(s *state) bool {
+			// The task of an annotation is needed to find its task object
+			// when it is deleted (a delete names the annotation only).
+			if s.Deleted || s.Task != 0 || ev.TaskID == 0 || !taskKeyed(targets) {
+				return false
+			}
+			s.Task = ev.TaskID
+			return true
+		})
+		if err != nil {
+			return 0, err
 		}
-		return 0, nil
+		if s.Deleted {
+			for range targets {
+				x.count(opSkip, outcomeDeleted)
+			}
+			return 0, nil
+		}
 	}
 	var first error
 	n := 0
@@ -275,11 +293,10 @@ func (x *Exporter) write(ctx context.Context, ev annotation.Event, targets []sto
 			n++
 		}
 	}
-	if first != nil {
+	if first != nil || !after {
 		return n, first
 	}
-	// A delete that came in while we wrote must not be undone by us.
-	s, _, err = x.getState(ctx, ev)
+	s, _, err := x.getState(ctx, ev)
 	if err != nil {
 		return n, err
 	}
