@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -522,52 +521,5 @@ func TestSubject(t *testing.T) {
 	e := annotation.Event{Action: annotation.Created, Project: 7, AnnotationID: 101}
 	if got, want := e.Subject(), "labelsync.annotations.7.101"; got != want {
 		t.Errorf("Subject() = %q, want %q", got, want)
-	}
-}
-
-func TestMsgID(t *testing.T) {
-	t.Parallel()
-	body := fixture(t, "annotation_created.json")
-	_, first, err := annotation.Decode(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, retry, err := annotation.Decode(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := first[0]
-	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(e.MsgID()) {
-		t.Errorf("MsgID() = %q, want 64 hex digits", e.MsgID())
-	}
-	if e.MsgID() != retry[0].MsgID() {
-		t.Errorf("a retried webhook has MsgID %q, then %q; want one", e.MsgID(), retry[0].MsgID())
-	}
-	// The same instant written with another offset is the same change.
-	sameInstant := e
-	sameInstant.UpdatedAt = e.UpdatedAt.In(time.FixedZone("CET", 3600))
-	sameInstant.Task = nil // not part of the identity
-	if sameInstant.MsgID() != e.MsgID() {
-		t.Errorf("MsgID() differs for the same instant in another zone")
-	}
-	differ := map[string]annotation.Event{}
-	later := e
-	later.UpdatedAt = e.UpdatedAt.Add(time.Microsecond)
-	differ["later update"] = later
-	updated := e
-	updated.Action = annotation.Updated
-	differ["other action"] = updated
-	otherProject := e
-	otherProject.Project++
-	differ["other project"] = otherProject
-	otherAnnotation := e
-	otherAnnotation.AnnotationID++
-	differ["other annotation"] = otherAnnotation
-	deleted := annotation.Event{Action: annotation.Deleted, Project: e.Project, AnnotationID: e.AnnotationID}
-	differ["delete"] = deleted
-	for name, o := range differ {
-		if o.MsgID() == e.MsgID() {
-			t.Errorf("%s: MsgID() = %q, the same as the original's", name, o.MsgID())
-		}
 	}
 }

@@ -236,8 +236,7 @@ func seedAnnotations(ctx context.Context, js jetstream.JetStream, n, from int, a
 		if err != nil {
 			return 0, err
 		}
-		m := &nats.Msg{Subject: ev.Subject(), Data: ev.Payload(), Header: nats.Header{}}
-		m.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
+		m := &nats.Msg{Subject: ev.Subject(), Data: ev.Payload()}
 		if _, err := js.PublishMsgAsync(m); err != nil {
 			return 0, fmt.Errorf("seed annotation %d: %w", from+i, err)
 		}

@@ -103,22 +103,22 @@ func (h *Handler) authorized(r *http.Request) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.answer(w, http.StatusMethodNotAllowed, "", map[string]any{"detail": "use POST"})
+		h.answer(w, http.StatusMethodNotAllowed, "", reply{Detail: "use POST"})
 		return
 	}
 	if !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="labelsync"`)
-		h.answer(w, http.StatusUnauthorized, outcomeUnauthorized, map[string]any{"detail": "Authorization: Bearer <LABELSYNC_WEBHOOK_SECRET> is required"})
+		h.answer(w, http.StatusUnauthorized, outcomeUnauthorized, reply{Detail: "Authorization: Bearer <LABELSYNC_WEBHOOK_SECRET> is required"})
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, map[string]any{"detail": fmt.Sprintf("the body is over %d bytes", MaxBodyBytes)})
+		h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, reply{Detail: fmt.Sprintf("the body is over %d bytes", MaxBodyBytes)})
 		return
 	case err != nil:
-		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": "the body could not be read"})
+		h.answer(w, http.StatusBadRequest, outcomeInvalid, reply{Detail: "the body could not be read"})
 		return
 	}
 	ctx := r.Context()
@@ -133,25 +133,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, annotation.ErrSkipped):
-		h.answer(w, http.StatusOK, outcomeSkipped, map[string]any{"action": action, "skipped": true})
+		h.answer(w, http.StatusOK, outcomeSkipped, reply{Action: action, Skipped: true})
 		return
 	case err != nil:
 		span.SetStatus(codes.Error, err.Error())
-		h.answer(w, http.StatusBadRequest, outcomeInvalid, map[string]any{"detail": err.Error()})
+		h.answer(w, http.StatusBadRequest, outcomeInvalid, reply{Detail: err.Error()})
 		return
 	}
 	if err := h.publish(ctx, events); err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		if code, class := fault.Of(err); class == fault.ClassPermanent && code == fault.TooLarge {
-			h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, map[string]any{"detail": err.Error()})
+			h.answer(w, http.StatusRequestEntityTooLarge, outcomeTooLarge, reply{Detail: err.Error()})
 			return
 		}
 		h.logger.WarnContext(ctx, "webhook: events not stored", "action", action, "err", err)
 		w.Header().Set("Retry-After", "5")
-		h.answer(w, http.StatusServiceUnavailable, outcomeUnavailable, map[string]any{"detail": "the events could not be stored; retry"})
+		h.answer(w, http.StatusServiceUnavailable, outcomeUnavailable, reply{Detail: "the events could not be stored; retry"})
 		return
 	}
-	h.answer(w, http.StatusOK, outcomeAccepted, map[string]any{"action": action, "accepted": len(events)})
+	h.answer(w, http.StatusOK, outcomeAccepted, reply{Action: action, Accepted: len(events)})
 }
 
 // Headers of a stored annotation message: what the intake compares a new
@@ -175,7 +175,6 @@ func (h *Handler) publish(ctx context.Context, events []annotation.Event) error 
 	limit := h.maxMsg()
 	for _, ev := range events {
 		m := &nats.Msg{Subject: ev.Subject(), Data: ev.Payload(), Header: nats.Header{}}
-		m.Header.Set(jetstream.MsgIDHeader, ev.MsgID())
 		if ev.Action == annotation.Deleted {
 			m.Header.Set(hdrDeleted, "true")
 		} else {
@@ -296,7 +295,17 @@ func (h *Handler) stream(ctx context.Context) (jetstream.Stream, error) {
 	return h.annotations, nil
 }
 
-func (h *Handler) answer(w http.ResponseWriter, status int, outcome string, body map[string]any) {
+// reply is an answer's body: {"detail": …} for a refusal, else the action
+// with how many annotations were accepted, or that it was skipped. A
+// struct, not a map: encoding/json sorts a map's keys on every answer.
+type reply struct {
+	Accepted int    `json:"accepted,omitempty"`
+	Action   string `json:"action,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Skipped  bool   `json:"skipped,omitempty"`
+}
+
+func (h *Handler) answer(w http.ResponseWriter, status int, outcome string, body reply) {
 	if outcome != "" {
 		h.metrics.WebhookRequests.WithLabelValues(outcome).Inc()
 	}
