@@ -14,7 +14,7 @@ import (
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
 
-func (w *Worker) routes() http.Handler {
+func (w *Worker) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{Registry: w.reg}))
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -36,13 +36,12 @@ func (w *Worker) routes() http.Handler {
 		Logger:       w.logger,
 	})
 	if err != nil {
-		// Validate has checked the secret key; a malformed
-		// STORAGE_EMULATOR_HOST breaks every storage client as well. The
-		// rest of the worker serves on.
-		w.logger.Error("resolver disabled", "err", err)
-	} else {
-		res.Register(mux)
+		// Validate has checked the secret key; what is left is a malformed
+		// STORAGE_EMULATOR_HOST, which would break every storage client
+		// as well: the worker does not start without its resolver.
+		return nil, fmt.Errorf("resolver: %w", err)
 	}
+	res.Register(mux)
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if err := w.ready(r.Context()); err != nil {
@@ -52,7 +51,7 @@ func (w *Worker) routes() http.Handler {
 		}
 		fmt.Fprintln(rw, "ready")
 	})
-	return mux
+	return mux, nil
 }
 
 // ready is nil once the subscription is being received, NATS is connected,

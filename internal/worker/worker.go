@@ -149,10 +149,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (
 	}
 	w.handle = failures(func(m *message.Message) ([]*message.Message, error) { return nil, handler.Handle(m) })
 
+	routes, err := w.routes()
+	if err != nil {
+		return nil, err
+	}
 	if w.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("LABELSYNC_HTTP_ADDR: listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	w.server = &http.Server{Handler: w.routes(), ReadHeaderTimeout: 10 * time.Second}
+	w.server = &http.Server{Handler: routes, ReadHeaderTimeout: 10 * time.Second}
 	return w, nil
 }
 

@@ -74,3 +74,16 @@ func TestBadStoragesFileStopsStart(t *testing.T) {
 		t.Fatalf("err = %v, want it to name LABELSYNC_STORAGES_FILE", err)
 	}
 }
+
+// A STORAGE_EMULATOR_HOST the resolver cannot use stops the start instead
+// of leaving a worker without /api/resolve.
+func TestBadStorageEmulatorHostStopsStart(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.PubsubTopic = "uploads"
+	cfg.StorageEmulatorHost = "ftp://fake-gcs:4443"
+	_, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "STORAGE_EMULATOR_HOST") {
+		t.Fatalf("err = %v, want it to name STORAGE_EMULATOR_HOST", err)
+	}
+}
