@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -322,6 +323,27 @@ func (l *lateHeader) Write(p []byte) (int, error) {
 	l.send()
 	return l.ResponseWriter.Write(p)
 }
+
+// ReadFrom is where http.ServeContent's copy of the body lands (io.Copy
+// prefers the writer's ReadFrom): it copies through a buffer of up to
+// copyBuffer bytes instead of io.Copy's 32 KiB, so a large object costs an
+// eighth of the read and write system calls. BenchmarkProxy on this
+// repository's 2-CPU machine: 0.93–1.2 ms of CPU per MB through the
+// resolver (both processes) against 1.13–1.5 ms with 32 KiB, for 0.44
+// instead of 0.20 MB of resident memory per download (50 at once). A smaller body (ServeContent hands over a
+// LimitedReader of its length) gets a buffer of its size.
+func (l *lateHeader) ReadFrom(src io.Reader) (int64, error) {
+	size := int64(copyBuffer)
+	if lr, ok := src.(*io.LimitedReader); ok {
+		size = max(1, min(size, lr.N))
+	}
+	// The wrappers hide ReadFrom and WriteTo, or CopyBuffer would call
+	// back into this method instead of using the buffer.
+	return io.CopyBuffer(struct{ io.Writer }{l}, struct{ io.Reader }{src}, make([]byte, size))
+}
+
+// copyBuffer is the largest buffer lateHeader.ReadFrom copies through.
+const copyBuffer = 256 << 10
 
 // Unwrap serves http.ResponseController.
 func (l *lateHeader) Unwrap() http.ResponseWriter { return l.ResponseWriter }
