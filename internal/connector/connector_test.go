@@ -155,22 +155,12 @@ func (r *rig) eventually(within time.Duration, what string, check func() error) 
 	}
 }
 
-// settled waits until every event is acknowledged.
+// settled waits until every event published so far is delivered and
+// acknowledged.
 func (r *rig) settled(within time.Duration) {
 	r.t.Helper()
 	r.eventually(within, "every task event acknowledged", func() error {
-		cons, err := r.bus.JetStream().Consumer(context.Background(), taskbus.TasksStream, connector.ConsumerName)
-		if err != nil {
-			return err
-		}
-		info, err := cons.Info(context.Background())
-		if err != nil {
-			return err
-		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
-			return fmt.Errorf("%d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
-		}
-		return nil
+		return natstest.CaughtUp(context.Background(), r.bus.JetStream(), taskbus.TasksStream, connector.ConsumerName, "labelsync.tasks.>")
 	})
 }
 

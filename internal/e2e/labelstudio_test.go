@@ -74,23 +74,12 @@ func metaOf(t *testing.T, task lsstub.Task) labelstudio.Meta {
 	return m
 }
 
-// connectorSettled waits until the connector's consumer has nothing
-// pending and nothing unacknowledged.
+// connectorSettled waits until the connector's consumer has been handed
+// every task event stored so far and acknowledged each.
 func (h *harness) connectorSettled(within time.Duration) {
 	h.t.Helper()
 	eventually(h.t, within, "every task event applied to Label Studio", func() error {
-		cons, err := h.bus.JetStream().Consumer(h.ctx, taskbus.TasksStream, connector.ConsumerName)
-		if err != nil {
-			return err
-		}
-		info, err := cons.Info(h.ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending > 0 || info.NumAckPending > 0 {
-			return fmt.Errorf("%d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
-		}
-		return nil
+		return natstest.CaughtUp(h.ctx, h.bus.JetStream(), taskbus.TasksStream, connector.ConsumerName, "labelsync.tasks.>")
 	})
 }
 

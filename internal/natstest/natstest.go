@@ -93,6 +93,42 @@ func Messages(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream
 	return out
 }
 
+// CaughtUp returns nil once consumer has been handed every message stored
+// so far in stream on subjects (a filter) and each was acknowledged, and
+// otherwise an error saying what is outstanding, for a test that waits.
+//
+// A consumer's NumPending alone cannot say that: the server counts a
+// message as pending only when its stream signals it to the consumers,
+// which is after the publisher got its acknowledgement. Right after a
+// publish, or a burst of them under load, a consumer can report nothing
+// pending and nothing unacknowledged while messages are stored that it has
+// not delivered yet.
+func CaughtUp(ctx context.Context, js jetstream.JetStream, stream, consumer, subjects string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	last, err := s.GetLastMsgForSubject(ctx, subjects)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c, err := s.Consumer(ctx, consumer)
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.Delivered.Stream < last.Sequence || info.NumAckPending > 0 {
+		return fmt.Errorf("%s delivered up to %d of %d, %d unacknowledged", consumer, info.Delivered.Stream, last.Sequence, info.NumAckPending)
+	}
+	return nil
+}
+
 // Node is one server of a Cluster: in this process, or a child process
 // (ProcessCluster) that Stop kills with SIGKILL, as a crashed machine goes.
 // Start starts a stopped node again on the same ports and storage.
