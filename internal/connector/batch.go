@@ -274,19 +274,25 @@ func (c *Connector) resolve(ctx context.Context, items []*item) ([]*item, error)
 // importItems imports items into project until each is recorded or
 // refused. w is the highest task id seen before the first attempt. A
 // request whose outcome is unknown is followed by a lookup of the tasks
-// after w, and only the tasks not found are sent again; a refused request
-// is split in halves until the refused task is alone. It returns false
-// when the work ended first (the intent must stay). release gives the
-// request slot back as soon as no more request will be sent.
+// after w, and only the tasks not found are sent again: those the first
+// lookup misses are looked for once more as long after the lost answer as
+// the request had run, since Label Studio may still be running an import
+// whose request timed out. A refused request is split in halves until the
+// refused task is alone. It returns false when the work ended first (the
+// intent must stay). release gives the request slot back as soon as no
+// more request will be sent.
 func (c *Connector) importItems(ctx context.Context, project, w int64, items []*item, release func()) bool {
 	pending := items
 	uncertain := false
+	// lookAgain is when the tasks of the last import of unknown outcome
+	// are looked for a second time, if the first lookup missed some.
+	var lookAgain time.Time
 	for attempt := 0; len(pending) > 0; attempt++ {
 		var err error
 		if uncertain {
 			var found map[string]int64
+			looked := time.Now()
 			if found, err = c.lookup(ctx, project, w, pending); err == nil {
-				uncertain = false
 				var got, rest []*item
 				for _, it := range pending {
 					if id, ok := found[it.e.ev.TaskID]; ok {
@@ -302,12 +308,22 @@ func (c *Connector) importItems(ctx context.Context, project, w int64, items []*
 					return false
 				}
 				pending = rest
+				if len(rest) > 0 && looked.Before(lookAgain) {
+					c.log.Info("labelstudio: tasks of an import of unknown outcome not found yet; looking again before sending them", "project", project, "tasks", len(rest), "in", time.Until(lookAgain).Round(time.Millisecond))
+					if !c.sleep(ctx, time.Until(lookAgain)) {
+						finishAll(rest, ctx.Err())
+						return false
+					}
+					continue
+				}
+				uncertain = false
 				continue
 			}
 		} else {
 			body := joinTasks(pending)
 			c.m.LabelStudioBatchSize.Observe(float64(len(pending)))
 			var ids []int64
+			sent := time.Now()
 			if ids, err = c.ls.Import(ctx, project, body, len(pending)); err == nil {
 				if c.afterImport != nil {
 					c.afterImport(ctx)
@@ -341,7 +357,11 @@ func (c *Connector) importItems(ctx context.Context, project, w int64, items []*
 				first := c.importItems(ctx, project, w, pending[:half], func() {})
 				return c.importItems(ctx, project, w, pending[half:], func() {}) && first
 			case labelstudio.Uncertain(err):
+				// Label Studio may still be running it (the request
+				// timed out, a proxy gave up on it). The wait is at most
+				// the client's request timeout.
 				uncertain = true
+				lookAgain = time.Now().Add(time.Since(sent))
 			}
 		}
 		if ctx.Err() != nil {

@@ -30,11 +30,14 @@
 // stored. When an import's outcome is unknown (no answer, a 5xx), the
 // connector lists the project's tasks with an id above W through the task
 // list's Data Manager filter, finds those whose meta.labelsync_task_id is in
-// the batch, records them, and sends only the rest. After a crash, the
-// first redelivered event of a task in an open intent does the same for
-// the whole intent. A second copy that could still appear (a replica that
-// stalled past its ack deadline and whose import committed late) is found
-// when its entry cannot be written, and deleted.
+// the batch, records them, and sends only the rest; Label Studio may still
+// be running an import whose answer was lost, so the tasks not found are
+// looked for once more, as long after the lost answer as the request had
+// run, before they are sent again. After a crash, the first redelivered
+// event of a task in an open intent does the same for the whole intent. A
+// second copy that could still appear (a replica that stalled past its ack
+// deadline and whose import committed late) is found when its entry cannot
+// be written, and deleted.
 //
 // A Connector is safe for concurrent use; Run is called once.
 package connector

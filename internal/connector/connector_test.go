@@ -325,6 +325,29 @@ func TestLostAnswersAfterCommitMakeNoCopies(t *testing.T) {
 	}
 }
 
+// TestImportGoingOnAfterItsAnswerIsLostIsNotSentAgain: Label Studio may
+// still be running an import after the request timed out (here the
+// connection is closed once the import ran 500 ms, and the tasks appear
+// 150 ms later). The lookup right after the lost answer does not see them:
+// they must be looked for again before they are sent a second time.
+func TestImportGoingOnAfterItsAnswerIsLostIsNotSentAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.cfg.BatchSize, r.cfg.FlushInterval = 20, 10*time.Second // one import of all the tasks
+	r.ls.SetLatency(0, 25*time.Millisecond)
+	r.ls.Inject(lsstub.Fault{Op: "import", Cut: true, LateCommit: 150 * time.Millisecond}, 1)
+	all := names("late", 20)
+	for _, n := range all {
+		r.publish(ledger.Created, 7, n, `{"v":1}`)
+	}
+	r.start(nil)
+	r.settled(30 * time.Second)
+	r.expectExactly(all...)
+	if n := r.ls.Requests("import"); n != 1 {
+		t.Errorf("%d import requests, want 1: the tasks of the lost answer were sent again", n)
+	}
+}
+
 func TestThrottlingAndOutagesAreRetried(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)

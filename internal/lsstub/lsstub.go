@@ -48,9 +48,10 @@
 // task (SetLatency), 429 with Retry-After and 5xx bursts (FailNext), an
 // answer lost after the change was committed (CutAfterCommit: the
 // connection is closed without an answer), a 5xx after the commit
-// (Inject with AfterCommit), and tasks it refuses (Reject). Task ids come
-// from one sequence for all projects, as Label Studio's database gives
-// them. A Server is safe for concurrent use.
+// (Inject with AfterCommit), an import committed only after its answer
+// was given up (Inject with LateCommit), and tasks it refuses (Reject).
+// Task ids come from one sequence for all projects, as Label Studio's
+// database gives them. A Server is safe for concurrent use.
 package lsstub
 
 import (
@@ -97,6 +98,11 @@ type Fault struct {
 	AfterCommit bool
 	// Cut closes the connection without an answer.
 	Cut bool
+	// LateCommit, for an import, answers Status (or cuts) first and
+	// creates the tasks LateCommit later: Label Studio still running an
+	// import after the client, or a proxy in front of it, gave up on the
+	// request.
+	LateCommit time.Duration
 }
 
 // Task is a stored task.
@@ -392,7 +398,7 @@ func (s *Server) auth(op string, h handler) http.HandlerFunc {
 			return
 		}
 		f, ok := s.takeFault(op)
-		if ok && !f.AfterCommit {
+		if ok && !f.AfterCommit && f.LateCommit == 0 {
 			s.sleep(r.Context(), 0)
 			misbehave(w, f)
 			return
@@ -559,8 +565,9 @@ func (s *Server) importTasks(w http.ResponseWriter, r *http.Request, after *Faul
 	commit := r.URL.Query().Get("commit_to_project") != "false" && r.URL.Query().Get("commit_to_project") != "0"
 	var ids []int64
 	annotations := 0
-	if commit {
+	create := func() {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		p := s.projects[id]
 		now := time.Now().UTC()
 		for _, t := range tasks {
@@ -575,7 +582,16 @@ func (s *Server) importTasks(w http.ResponseWriter, r *http.Request, after *Faul
 			s.tasks[task.ID] = task
 			ids = append(ids, task.ID)
 		}
-		s.mu.Unlock()
+	}
+	if after != nil && after.LateCommit > 0 {
+		misbehave(w, *after)
+		if commit {
+			time.AfterFunc(after.LateCommit, create)
+		}
+		return
+	}
+	if commit {
+		create()
 	}
 	if after != nil {
 		misbehave(w, *after)

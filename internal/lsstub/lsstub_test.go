@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labelsync/labelsync/internal/lsstub"
 )
@@ -101,5 +102,28 @@ func TestShapes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Errorf("without a token: %d", resp.StatusCode)
+	}
+}
+
+// TestLateCommit: an import that answers (here a proxy's 504) before it
+// commits creates its tasks later.
+func TestLateCommit(t *testing.T) {
+	t.Parallel()
+	s := lsstub.New(lsstub.Options{LegacyToken: token})
+	t.Cleanup(s.Close)
+	s.AddProject(7, "p")
+	s.Inject(lsstub.Fault{Op: "import", Status: http.StatusGatewayTimeout, LateCommit: 100 * time.Millisecond}, 1)
+	if code, _, _ := call(t, "POST", s.URL+"/api/projects/7/import?return_task_ids=true", `[{"v":1},{"v":2}]`); code != http.StatusGatewayTimeout {
+		t.Fatalf("import: %d, want 504", code)
+	}
+	if n := len(s.Tasks(7)); n != 0 {
+		t.Fatalf("%d tasks right after the answer, want 0", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.Tasks(7)) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tasks 10 s after the answer, want 2", len(s.Tasks(7)))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
