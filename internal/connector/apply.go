@@ -165,13 +165,21 @@ var errYield = errors.New("connector: an earlier event of the task came in")
 // event is e itself; otherwise it waits until the entry changes (an earlier
 // event was applied: look again) or until no event before e is left
 // unacknowledged on the consumer, or returns errYield when an earlier
-// event of the task is handed to this replica meanwhile.
+// event of the task is handed to this replica meanwhile. A wait past
+// turnWarn is logged, and again every turnWarnEvery.
 func (c *Connector) turn(ctx context.Context, e *event) (entry, error) {
 	ent, err := c.state.get(ctx, e.ev.TaskID)
 	if err != nil || ent.applied(e.seq) {
 		return ent, err
 	}
+	start := time.Now()
+	warn := start.Add(turnWarn)
 	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
+		if now := time.Now(); now.After(warn) {
+			warn = now.Add(turnWarnEvery)
+			c.log.Warn("labelstudio: task event still waiting for an earlier event of its task", "task_id", e.ev.TaskID, "event", e.ev.Event,
+				"project", e.ev.Project, "seq", e.seq, "applied_seq", ent.Seq, "waited", now.Sub(start).Round(time.Second))
+		}
 		if e.yield.Load() {
 			return entry{}, errYield
 		}
@@ -194,6 +202,13 @@ func (c *Connector) turn(ctx context.Context, e *event) (entry, error) {
 		}
 	}
 }
+
+// turnWarn is how long an event may wait for its turn before the wait is
+// logged; turnWarnEvery is how often it is logged again.
+const (
+	turnWarn      = 30 * time.Second
+	turnWarnEvery = 5 * time.Minute
+)
 
 // waitProgress waits d, or less if this replica acknowledges an event
 // meanwhile (the event waited for may be it). It reports whether the work

@@ -162,6 +162,9 @@ func (b *batcher) send(bt *batch) {
 				break
 			}
 		}
+		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
+			c.log.Warn("labelstudio: import intent not stored yet; retrying", "project", bt.project, "tasks", len(items), "attempt", attempt+1, "err", err)
+		}
 		if !c.sleep(ctx, c.backoff(attempt, labelstudio.RetryAfter(err))) {
 			finishAll(items, ctx.Err())
 			return
@@ -216,6 +219,9 @@ func (c *Connector) resolve(ctx context.Context, items []*item) ([]*item, error)
 		var err error
 		if got, err = c.state.getMany(ctx, ids); err == nil {
 			break
+		}
+		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
+			c.log.Warn("labelstudio: task entries of an import batch not read yet; retrying", "tasks", len(ids), "attempt", attempt+1, "err", err)
 		}
 		if !c.sleep(ctx, c.backoff(attempt, 0)) {
 			return items, ctx.Err()
@@ -412,8 +418,12 @@ func joinTasks(items []*item) []byte {
 }
 
 // commit records the Label Studio ids of imported items and finishes them.
-// An entry that moved meanwhile is settled one by one. It returns false
-// when the work ended before every entry was written.
+// Every write is conditioned on the entry the import was decided on, the
+// retries too: an entry that moved meanwhile is settled one by one, and so
+// is one whose failed write was stored all the same (its acknowledgement
+// lost with the bucket's leader), perhaps with a later event applied on
+// top of it since. It returns false when the work ended before every entry
+// was written.
 func (c *Connector) commit(ctx context.Context, project int64, items []*item) bool {
 	for attempt := 0; len(items) > 0; attempt++ {
 		ws := make([]write, len(items))
@@ -422,13 +432,14 @@ func (c *Connector) commit(ctx context.Context, project int64, items []*item) bo
 		}
 		errs := c.state.putMany(ctx, ws)
 		var retry []*item
+		var last error
 		for i, err := range errs {
 			it := items[i]
 			if errors.Is(err, errConflict) {
 				err = c.settle(ctx, it.e.ev.TaskID, it.lsID, it.e.seq, project)
 			}
 			if err != nil {
-				retry = append(retry, it)
+				retry, last = append(retry, it), err
 				continue
 			}
 			it.finish(nil)
@@ -437,16 +448,12 @@ func (c *Connector) commit(ctx context.Context, project int64, items []*item) bo
 		if len(items) == 0 {
 			return true
 		}
+		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
+			c.log.Warn("labelstudio: imported tasks not recorded yet; retrying", "project", project, "tasks", len(items), "attempt", attempt+1, "err", last)
+		}
 		if !c.sleep(ctx, c.backoff(attempt, 0)) {
 			finishAll(items, ctx.Err())
 			return false
-		}
-		// Re-read the entries: a settled conflict may have moved them.
-		for _, it := range items {
-			ent, err := c.state.get(ctx, it.e.ev.TaskID)
-			if err == nil {
-				it.ent = &ent
-			}
 		}
 	}
 	return true

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/labelsync/labelsync/internal/connector"
@@ -36,6 +37,8 @@ type rig struct {
 	bus *taskbus.Bus
 	ls  *lsstub.Server
 	cfg connector.Config
+	// js is what connectors are given (the bus's when nil).
+	js jetstream.JetStream
 }
 
 func newRig(t *testing.T) *rig {
@@ -64,7 +67,11 @@ func (r *rig) start(hook func(*connector.Connector)) *running {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	c, err := connector.New(context.Background(), r.bus.JetStream(), client, deadletter.NewWriter(r.bus, connector.Component, m, logger), m, logger, r.cfg)
+	js := r.js
+	if js == nil {
+		js = r.bus.JetStream()
+	}
+	c, err := connector.New(context.Background(), js, client, deadletter.NewWriter(r.bus, connector.Component, m, logger), m, logger, r.cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -521,3 +528,70 @@ func TestHandedBackEventsGoFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestLostWriteAcknowledgementsAreRetried: when the leader of the bucket's
+// stream dies after it took an entry write and before it answered, the
+// acknowledgement never comes, and while the connection (to another
+// server) stays up nothing fails the wait. The imported tasks' events
+// stayed in hand for ever (TestClusterNodeLoss/connector under load). Here
+// the answers of the first two entry writes are lost: one write was
+// stored, the other never sent.
+func TestLostWriteAcknowledgementsAreRetried(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.cfg.FlushInterval = time.Second // one import of all the tasks
+	lost := &lostAcks{JetStream: r.bus.JetStream(), stored: 1, dropped: 1}
+	r.js = lost
+	all := names("lost", 20)
+	for _, n := range all {
+		r.publish(ledger.Created, 7, n, `{"v":1}`)
+	}
+	r.start(nil)
+	r.settled(30 * time.Second)
+	r.expectExactly(all...)
+	if stored, dropped := lost.left(); stored != 0 || dropped != 0 {
+		t.Errorf("%d stored and %d dropped writes left to lose: no entry write was lost", stored, dropped)
+	}
+	if n := r.ls.Requests("import"); n != 1 {
+		t.Errorf("%d import requests, want 1", n)
+	}
+}
+
+// lostAcks is a JetStream whose asynchronous publishes lose their answer:
+// the first stored ones are published, the next dropped ones are not sent
+// at all, and neither's future ever resolves.
+type lostAcks struct {
+	jetstream.JetStream
+	mu              sync.Mutex
+	stored, dropped int
+}
+
+func (l *lostAcks) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.stored > 0:
+		l.stored--
+		if _, err := l.JetStream.PublishMsgAsync(m, opts...); err != nil {
+			return nil, err
+		}
+		return lostFuture{m}, nil
+	case l.dropped > 0:
+		l.dropped--
+		return lostFuture{m}, nil
+	}
+	return l.JetStream.PublishMsgAsync(m, opts...)
+}
+
+func (l *lostAcks) left() (stored, dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stored, l.dropped
+}
+
+// lostFuture is a publish whose answer never comes.
+type lostFuture struct{ msg *nats.Msg }
+
+func (lostFuture) Ok() <-chan *jetstream.PubAck { return nil }
+func (lostFuture) Err() <-chan error            { return nil }
+func (f lostFuture) Msg() *nats.Msg             { return f.msg }
