@@ -163,7 +163,13 @@ func New(nc *nats.Conn, timeout time.Duration, opts ...Option) (*Bus, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*maxRowsInFlight), jetstream.WithDefaultTimeout(timeout))
+	// An asynchronous publish whose acknowledgement never comes (the
+	// stream's leader died after taking it, while this connection, to
+	// another server, stayed up) would hold one of the pending slots until
+	// the next reconnect; after timeout its future fails with
+	// ErrAsyncPublishTimeout and the slot is free.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*maxRowsInFlight), jetstream.WithDefaultTimeout(timeout),
+		jetstream.WithPublishAsyncTimeout(timeout))
 	if err != nil {
 		return nil, fmt.Errorf("taskbus: %w", err)
 	}
