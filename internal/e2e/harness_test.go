@@ -1,10 +1,9 @@
 package e2e
 
 import (
-	"github.com/labelsync/labelsync/internal/testlog"
-
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/storage"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/labelsync/labelsync/internal/config"
@@ -27,6 +27,7 @@ import (
 	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/testlog"
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
@@ -336,6 +337,15 @@ func (h *harness) streamMsgs(stream string) []rawMsg {
 	var out []rawMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
+		// A stream whose node came back a moment ago answers 503 ("JetStream
+		// system temporarily unavailable") for a while: read again.
+		for isTemporarilyUnavailable(err) {
+			if ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+			m, err = s.GetMsg(ctx, seq)
+		}
 		if err != nil {
 			h.t.Fatalf("get %s seq %d: %v", stream, seq, err)
 		}
@@ -392,4 +402,11 @@ func httpGet(url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// isTemporarilyUnavailable reports a JetStream 503: a clustered stream
+// without a leader yet.
+func isTemporarilyUnavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
