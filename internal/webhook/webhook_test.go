@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,5 +156,41 @@ func TestWebhookKeepsTheNewestState(t *testing.T) {
 		if got := stored(); !strings.Contains(got, step.want) {
 			t.Errorf("%d: the stream holds %s, want the change with %s", i, got, step.want)
 		}
+	}
+}
+
+// Label Studio's retry of a webhook may reach another exporter replica,
+// which has never seen the annotation, or several at once: the publish
+// conditioned on the subject's last message stores it once all the same
+// (no Nats-Msg-Id is involved).
+func TestWebhookRetryOnOtherReplicas(t *testing.T) {
+	t.Parallel()
+	bus := natstest.NewBus(t)
+	if err := bus.EnsureStreams(context.Background(), taskbus.AnnotationsStream); err != nil {
+		t.Fatal(err)
+	}
+	replica := func() http.Handler {
+		return webhook.New("s3cret", bus.JetStream(), func() int64 { return bus.MaxMessageBytes(taskbus.AnnotationsStream) },
+			metrics.New(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	}
+	if w := post(replica(), "s3cret", created); w.Code != http.StatusOK {
+		t.Fatalf("first delivery: %d %s", w.Code, w.Body)
+	}
+	if w := post(replica(), "s3cret", created); w.Code != http.StatusOK {
+		t.Fatalf("retry on another replica: %d %s", w.Code, w.Body)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Go(func() { codes[i] = post(replica(), "s3cret", bulk).Code })
+	}
+	wg.Wait()
+	for i, code := range codes {
+		if code != http.StatusOK {
+			t.Errorf("bulk delivery %d at once: %d", i, code)
+		}
+	}
+	if msgs, seq := streamState(t, bus.JetStream()); msgs != 3 || seq != 3 {
+		t.Errorf("stream holds %d messages, last seq %d; want 3, 3 (one per annotation)", msgs, seq)
 	}
 }
