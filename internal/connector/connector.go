@@ -268,6 +268,8 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	hb := make(chan struct{})
 	go func() { defer close(hb); c.heartbeat(ctx) }()
+	sweep := make(chan struct{})
+	go func() { defer close(sweep); c.sweepIntents(ctx) }()
 	c.log.Info("Label Studio connector started", "url", c.ls.BaseURL(), "consumer", ConsumerName,
 		"batch_size", c.cfg.BatchSize, "in_flight", c.cfg.InFlight, "personal_access_token", c.ls.PersonalAccessToken())
 	<-ctx.Done()
@@ -296,8 +298,35 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	stop()
 	<-hb
+	<-sweep
 	c.batches.wait()
 	return nil
+}
+
+// markerAge is how long the marker of a closed import intent is kept (an
+// hour, far longer than any batch is in flight), and how often the old
+// ones are removed.
+const markerAge = time.Hour
+
+// sweepIntents removes the markers of closed intents every markerAge until
+// ctx ends. Every replica sweeps; removing a subject twice is harmless.
+func (c *Connector) sweepIntents(ctx context.Context) {
+	t := time.NewTicker(markerAge)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		n, err := c.state.purgeMarkers(ctx, markerAge)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Warn("labelstudio: removing the markers of closed import intents; trying again in an hour", "removed", n, "err", err)
+		case n > 0:
+			c.log.Info("labelstudio: removed the markers of closed import intents", "removed", n)
+		}
+	}
 }
 
 // dispatch receives the consumer's messages, in stream order for first

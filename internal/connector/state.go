@@ -333,3 +333,38 @@ func (s *store) intents(ctx context.Context, project int64) (map[string]intent, 
 	}
 	return out, nil
 }
+
+// purgeMarkers removes the purge markers that closed intents leave, those
+// older than age: every batch writes an intent under a key of its own and
+// purges it, so without this the bucket would keep one marker per batch
+// for ever. An intent key is never used again, so its subject can go
+// whole. It returns how many it removed.
+func (s *store) purgeMarkers(ctx context.Context, age time.Duration) (int, error) {
+	w, err := s.kv.Watch(ctx, "i.>", jetstream.MetaOnly())
+	if err != nil {
+		return 0, unavailable("list closed import intents", err)
+	}
+	defer func() { _ = w.Stop() }()
+	var old []string
+	for e := range w.Updates() {
+		if e == nil {
+			break // the current state is read
+		}
+		if op := e.Operation(); (op == jetstream.KeyValuePurge || op == jetstream.KeyValueDelete) && time.Since(e.Created()) >= age {
+			old = append(old, e.Key())
+		}
+	}
+	if len(old) == 0 {
+		return 0, nil
+	}
+	st, err := s.js.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return 0, unavailable("open the bucket's stream", err)
+	}
+	for i, key := range old {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+Bucket+"."+key)); err != nil {
+			return i, unavailable("remove a closed intent's marker", err)
+		}
+	}
+	return len(old), nil
+}
