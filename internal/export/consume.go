@@ -53,6 +53,11 @@ func (c *ConsumeConfig) defaults() {
 	}
 }
 
+// maxAckPending is the consumer's limit of events in hand, all replicas
+// together (four per handler of one replica), and how many a replica pulls
+// at once.
+func (c *ConsumeConfig) maxAckPending() int { return 4 * c.Concurrency }
+
 // Handler is the Watermill handler of one annotation message: it decodes
 // the event and applies it. Wrap it in the failure path (package
 // deadletter) before Consume.
@@ -92,7 +97,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 		Description:   "labelsync exporters: annotation events to target storages",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxAckPending: 4 * cfg.Concurrency,
+		MaxAckPending: cfg.maxAckPending(),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
@@ -102,13 +107,21 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	msgs := make(chan jetstream.Msg)
+	// Consume pulls as many events as may be unacknowledged (MaxAckPending),
+	// so that a handler finds the next one here rather than waits for a
+	// pull: BenchmarkExportWrite ran 2–3 points faster than with
+	// Concurrency, within its noise.
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
 		case <-ctx.Done():
-			// Not taken: JetStream redelivers it after AckWait.
+			// Not taken: handed back, for another replica now rather
+			// than after AckWait.
+			if err := m.Nak(); err != nil {
+				logger.Warn("export: handing back an event not started", "subject", m.Subject(), "err", err)
+			}
 		}
-	}, jetstream.PullMaxMessages(cfg.Concurrency), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessages(cfg.maxAckPending()), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			logger.Warn("export: consumer", "err", err)
 		}
