@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -31,6 +30,7 @@ import (
 	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/syncer"
+	"github.com/labelsync/labelsync/internal/testlog"
 )
 
 const (
@@ -125,24 +125,6 @@ func (f *fakeSyncs) requests() []syncCall {
 	return slices.Clone(f.calls)
 }
 
-// lockedBuffer collects log output from concurrent requests.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // config changes a fixture from its defaults.
 type config struct {
 	noToken  bool           // the server has no token configured
@@ -163,7 +145,7 @@ type config struct {
 type fixture struct {
 	handler http.Handler
 	syncs   *fakeSyncs
-	logs    *lockedBuffer
+	logs    *testlog.Buffer
 	calls   *clientCalls
 }
 
@@ -312,7 +294,7 @@ func newFixture(t *testing.T, cfg config) *fixture {
 	if cfg.noToken {
 		token = ""
 	}
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	mux := http.NewServeMux()

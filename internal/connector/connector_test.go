@@ -1,8 +1,6 @@
 package connector_test
 
 import (
-	"github.com/labelsync/labelsync/internal/testlog"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -26,6 +24,8 @@ import (
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/testlog"
+	"github.com/labelsync/labelsync/internal/testwait"
 )
 
 const token = "0123456789abcdef0123456789abcdef01234567"
@@ -149,17 +149,7 @@ func (r *rig) tasks() map[string]lsstub.Task {
 // eventually waits until check passes; a duplicate fails at once.
 func (r *rig) eventually(within time.Duration, what string, check func() error) {
 	r.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s: not true within %s: %v", what, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(r.t, within, 20*time.Millisecond, what, check)
 }
 
 // settled waits until every event published so far is delivered and

@@ -1,9 +1,6 @@
 package deploytest
 
 import (
-	"github.com/labelsync/labelsync/internal/testlog"
-
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +21,8 @@ import (
 	"github.com/labelsync/labelsync/internal/devstack"
 	"github.com/labelsync/labelsync/internal/exporter"
 	"github.com/labelsync/labelsync/internal/natstest"
+	"github.com/labelsync/labelsync/internal/testlog"
+	"github.com/labelsync/labelsync/internal/testwait"
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
@@ -270,7 +268,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	addr := natstest.FreeAddr(t)
-	var out lockedBuffer
+	var out testlog.Buffer
 	cmd := exec.Command(bin,
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -386,32 +384,5 @@ func request(ctx context.Context, method, url, token, body string) (int, string)
 
 func eventually(t *testing.T, within time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %s: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	testwait.Until(t, within, 100*time.Millisecond, what, check)
 }

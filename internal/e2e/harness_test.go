@@ -28,6 +28,7 @@ import (
 	"github.com/labelsync/labelsync/internal/pubsubemu"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/testlog"
+	"github.com/labelsync/labelsync/internal/testwait"
 	"github.com/labelsync/labelsync/internal/worker"
 )
 
@@ -380,17 +381,7 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 func eventually(t *testing.T, within time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %s: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Until(t, within, 50*time.Millisecond, what, check)
 }
 
 func httpGet(url string) (string, error) {
