@@ -1,11 +1,6 @@
 package bench
 
 import (
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-
-	"github.com/labelsync/labelsync/internal/tracing"
-	"github.com/labelsync/labelsync/internal/tracing/otlptest"
-
 	"context"
 	"errors"
 	"io"
@@ -19,11 +14,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/ingest"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/tracing"
+	"github.com/labelsync/labelsync/internal/tracing/otlptest"
 )
 
 // pathConcurrency is how many notifications are in flight at once in

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/labelsync/labelsync/internal/natstest"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -17,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/labelsync/labelsync/internal/natstest"
 )
 
 // BenchmarkWorkerRSS runs cmd/worker as its own process, so that the

@@ -6,8 +6,6 @@
 package config
 
 import (
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"errors"
 	"flag"
@@ -19,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/sethvargo/go-envconfig"
+
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Load fills target (a pointer to a struct with `env` tags) from args and

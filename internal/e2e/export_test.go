@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/labelsync/labelsync/internal/testlog"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +25,7 @@ import (
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/gcsfault"
 	"github.com/labelsync/labelsync/internal/natstest"
+	"github.com/labelsync/labelsync/internal/testlog"
 )
 
 // The exporter's scenarios need no Pub/Sub: Label Studio's webhook goes in,

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/labelsync/labelsync/internal/natstest"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +18,7 @@ import (
 	"github.com/labelsync/labelsync/internal/ctl"
 	"github.com/labelsync/labelsync/internal/labelstudio"
 	"github.com/labelsync/labelsync/internal/lsstub"
+	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/worker"
 )

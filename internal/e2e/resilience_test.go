@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/labelsync/labelsync/internal/natstest"
-
 	"context"
 	"fmt"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/labelsync/labelsync/internal/ledger"
+	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/taskbus"
 )
 

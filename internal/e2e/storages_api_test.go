@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"github.com/labelsync/labelsync/internal/testlog"
-
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -23,6 +21,7 @@ import (
 	"github.com/labelsync/labelsync/internal/exporter"
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/testlog"
 )
 
 // The storage API's writes, against running workers (SPEC §4, issue 11).

@@ -33,12 +33,6 @@
 package export
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/taskbus"
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,12 +44,16 @@ import (
 
 	"cloud.google.com/go/storage"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/labelsync/labelsync/internal/annotation"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/gcs"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // StateBucket is the key-value bucket of annotation states: the task an

@@ -6,10 +6,6 @@
 package exporter
 
 import (
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/api"
@@ -38,6 +35,7 @@ import (
 	"github.com/labelsync/labelsync/internal/secrets"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/tracing"
 	"github.com/labelsync/labelsync/internal/webhook"
 )
 

@@ -1,23 +1,21 @@
 package ingest
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/labelsync/labelsync/internal/events"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Notifications handles GCS notifications delivered through Watermill.

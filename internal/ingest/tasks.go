@@ -1,11 +1,6 @@
 package ingest
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,12 +10,16 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/storages"
 	"github.com/labelsync/labelsync/internal/taskbus"
 	"github.com/labelsync/labelsync/internal/taskfile"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // recordReader reads the records of one generation of a Tasks-mode file.

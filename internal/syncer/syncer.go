@@ -16,12 +16,6 @@
 package syncer
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/taskbus"
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -36,6 +30,8 @@ import (
 
 	"cloud.google.com/go/storage"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labelsync/labelsync/internal/gcs"
@@ -43,6 +39,8 @@ import (
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/storages"
+	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Label Studio's status values.

@@ -19,12 +19,6 @@
 package webhook
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
-
-	"github.com/labelsync/labelsync/internal/tracing"
-
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -39,11 +33,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/labelsync/labelsync/internal/annotation"
 	"github.com/labelsync/labelsync/internal/fault"
 	"github.com/labelsync/labelsync/internal/metrics"
 	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/tracing"
 )
 
 // Path is the webhook's route.
