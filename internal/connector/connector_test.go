@@ -552,7 +552,9 @@ func TestLostWriteAcknowledgementsAreRetried(t *testing.T) {
 
 // lostAcks is a JetStream whose asynchronous publishes lose their answer:
 // the first stored ones are published, the next dropped ones are not sent
-// at all, and neither's future ever resolves.
+// at all, and neither's future gets an answer; each fails as nats.go fails
+// a future with the async publish timeout taskbus.New sets, after the
+// context's default timeout.
 type lostAcks struct {
 	jetstream.JetStream
 	mu              sync.Mutex
@@ -568,12 +570,18 @@ func (l *lostAcks) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (j
 		if _, err := l.JetStream.PublishMsgAsync(m, opts...); err != nil {
 			return nil, err
 		}
-		return lostFuture{m}, nil
+		return l.lost(m), nil
 	case l.dropped > 0:
 		l.dropped--
-		return lostFuture{m}, nil
+		return l.lost(m), nil
 	}
 	return l.JetStream.PublishMsgAsync(m, opts...)
+}
+
+func (l *lostAcks) lost(m *nats.Msg) lostFuture {
+	f := lostFuture{msg: m, err: make(chan error, 1)}
+	time.AfterFunc(l.Options().DefaultTimeout, func() { f.err <- jetstream.ErrAsyncPublishTimeout })
+	return f
 }
 
 func (l *lostAcks) left() (stored, dropped int) {
@@ -582,9 +590,12 @@ func (l *lostAcks) left() (stored, dropped int) {
 	return l.stored, l.dropped
 }
 
-// lostFuture is a publish whose answer never comes.
-type lostFuture struct{ msg *nats.Msg }
+// lostFuture is a publish whose answer never comes: only the timeout.
+type lostFuture struct {
+	msg *nats.Msg
+	err chan error
+}
 
 func (lostFuture) Ok() <-chan *jetstream.PubAck { return nil }
-func (lostFuture) Err() <-chan error            { return nil }
+func (f lostFuture) Err() <-chan error          { return f.err }
 func (f lostFuture) Msg() *nats.Msg             { return f.msg }

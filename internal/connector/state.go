@@ -225,12 +225,13 @@ type write struct {
 // for all acknowledgements). errs[i] is write i's outcome: nil,
 // errConflict or a transient error.
 //
-// The wait is bounded by the JetStream request timeout: an acknowledgement
-// can be lost for good (the bucket's stream leader dies after it took the
-// message and before it answered, and the connection, to another server,
-// stays up), and nothing else ends the wait then. Such a write may have
-// been stored or not: retried on the same revision, it conflicts if it
-// was.
+// An acknowledgement can be lost for good (the bucket's stream leader dies
+// after it took the message and before it answered, and the connection, to
+// another server, stays up); the futures then fail with
+// jetstream.ErrAsyncPublishTimeout after the JetStream context's async
+// publish timeout, which taskbus.New sets to the request timeout. Such a
+// write may have been stored or not: retried on the same revision, it
+// conflicts if it was.
 func (s *store) putMany(ctx context.Context, ws []write) []error {
 	errs := make([]error, len(ws))
 	futures := make([]jetstream.PubAckFuture, len(ws))
@@ -244,46 +245,23 @@ func (s *store) putMany(ctx context.Context, ws []write) []error {
 		}
 		futures[i] = f
 	}
-	expired := make(chan struct{})
-	deadline := time.AfterFunc(s.js.Options().DefaultTimeout, func() { close(expired) })
-	defer deadline.Stop()
 	for i, f := range futures {
 		if f == nil {
 			continue
 		}
-		switch err := awaitAck(ctx, f, expired); {
-		case err == nil:
-		case isConflict(err):
-			errs[i] = errConflict
-		default:
-			errs[i] = unavailable("write task "+ws[i].taskID, err)
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if isConflict(err) {
+				errs[i] = errConflict
+			} else {
+				errs[i] = unavailable("write task "+ws[i].taskID, err)
+			}
+		case <-ctx.Done():
+			errs[i] = unavailable("write task "+ws[i].taskID, ctx.Err())
 		}
 	}
 	return errs
-}
-
-// awaitAck is an asynchronous publish's outcome: nil once acknowledged,
-// its error, ctx's, or jetstream.ErrAsyncPublishTimeout once expired is
-// closed without an answer. An answer already there wins over the
-// deadline.
-func awaitAck(ctx context.Context, f jetstream.PubAckFuture, expired <-chan struct{}) error {
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return err
-	default:
-	}
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-expired:
-		return jetstream.ErrAsyncPublishTimeout
-	}
 }
 
 // putIntent stores in for project under a new key and returns the key.

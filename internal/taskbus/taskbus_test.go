@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/labelsync/labelsync/internal/ledger"
 	"github.com/labelsync/labelsync/internal/natstest"
@@ -123,5 +127,38 @@ func TestRowsAndRowHeads(t *testing.T) {
 	// A file's row events do not move its file-level head.
 	if h, err := b.Head(ctx, k); err != nil || h.Exists() {
 		t.Fatalf("file head = %+v, %v; want none", h, err)
+	}
+}
+
+// An asynchronous publish whose acknowledgement never comes (here: a plain
+// subscriber takes it and does not answer, as a stream leader that died
+// after taking it) fails after the bus's timeout instead of waiting for a
+// reconnect; the connector's entry writes and row appends rely on it.
+func TestAsyncPublishWithoutAnswerTimesOut(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Server(t)
+	nc := natstest.Connect(t, srv.URL())
+	sub, err := nc.SubscribeSync("lost.answer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	bus, err := taskbus.New(nc, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := bus.JetStream().PublishMsgAsync(&nats.Msg{Subject: "lost.answer", Data: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.Ok():
+		t.Fatal("acknowledged by nobody")
+	case err := <-f.Err():
+		if !errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+			t.Fatalf("error %v, want jetstream.ErrAsyncPublishTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer and no timeout after 10 s")
 	}
 }
