@@ -162,9 +162,7 @@ func (b *batcher) send(bt *batch) {
 				break
 			}
 		}
-		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
-			c.log.Warn("labelstudio: import intent not stored yet; retrying", "project", bt.project, "tasks", len(items), "attempt", attempt+1, "err", err)
-		}
+		c.warnRetry(ctx, attempt, "labelstudio: import intent not stored yet; retrying", "project", bt.project, "tasks", len(items), "err", err)
 		if !c.sleep(ctx, c.backoff(attempt, labelstudio.RetryAfter(err))) {
 			finishAll(items, ctx.Err())
 			return
@@ -220,9 +218,7 @@ func (c *Connector) resolve(ctx context.Context, items []*item) ([]*item, error)
 		if got, err = c.state.getMany(ctx, ids); err == nil {
 			break
 		}
-		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
-			c.log.Warn("labelstudio: task entries of an import batch not read yet; retrying", "tasks", len(ids), "attempt", attempt+1, "err", err)
-		}
+		c.warnRetry(ctx, attempt, "labelstudio: task entries of an import batch not read yet; retrying", "tasks", len(ids), "err", err)
 		if !c.sleep(ctx, c.backoff(attempt, 0)) {
 			return items, ctx.Err()
 		}
@@ -374,9 +370,7 @@ func (c *Connector) importItems(ctx context.Context, project, w int64, items []*
 			finishAll(pending, ctx.Err())
 			return false
 		}
-		if attempt == 0 || attempt%10 == 9 {
-			c.log.Warn("labelstudio: import not done yet; retrying", "project", project, "tasks", len(pending), "attempt", attempt+1, "uncertain", uncertain, "err", err)
-		}
+		c.warnRetry(ctx, attempt, "labelstudio: import not done yet; retrying", "project", project, "tasks", len(pending), "uncertain", uncertain, "err", err)
 		if !c.sleep(ctx, c.backoff(attempt, labelstudio.RetryAfter(err))) {
 			finishAll(pending, ctx.Err())
 			return false
@@ -448,9 +442,7 @@ func (c *Connector) commit(ctx context.Context, project int64, items []*item) bo
 		if len(items) == 0 {
 			return true
 		}
-		if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
-			c.log.Warn("labelstudio: imported tasks not recorded yet; retrying", "project", project, "tasks", len(items), "attempt", attempt+1, "err", last)
-		}
+		c.warnRetry(ctx, attempt, "labelstudio: imported tasks not recorded yet; retrying", "project", project, "tasks", len(items), "err", last)
 		if !c.sleep(ctx, c.backoff(attempt, 0)) {
 			finishAll(items, ctx.Err())
 			return false

@@ -480,10 +480,8 @@ func (c *Connector) process(e *event) (yielded bool) {
 				return false
 			}
 		}
-		if attempt == 0 || attempt%10 == 9 {
-			c.log.Warn("labelstudio: task event not applied yet; retrying", "task_id", e.ev.TaskID, "event", e.ev.Event,
-				"project", e.ev.Project, "seq", e.seq, "attempt", attempt+1, "err", err)
-		}
+		c.warnRetry(ctx, attempt, "labelstudio: task event not applied yet; retrying", "task_id", e.ev.TaskID, "event", e.ev.Event,
+			"project", e.ev.Project, "seq", e.seq, "err", err)
 		if !c.sleep(ctx, c.backoff(attempt, labelstudio.RetryAfter(err))) {
 			return false
 		}
@@ -543,6 +541,15 @@ func (c *Connector) refuse(ctx context.Context, e *event, cause error) error {
 		if _, err := c.state.put(ctx, e.ev.TaskID, next); !errors.Is(err, errConflict) {
 			return err
 		}
+	}
+}
+
+// warnRetry logs that attempt failed and another follows, on the first
+// attempt and every tenth: a long outage shows without a line per attempt,
+// and a shutdown (ctx ended) is not reported as one.
+func (c *Connector) warnRetry(ctx context.Context, attempt int, msg string, args ...any) {
+	if ctx.Err() == nil && (attempt == 0 || attempt%10 == 9) {
+		c.log.Warn(msg, append(args, "attempt", attempt+1)...)
 	}
 }
 
