@@ -94,6 +94,10 @@ func openStore(ctx context.Context, js jetstream.JetStream) (*store, error) {
 
 func taskKey(taskID string) string { return "t." + taskID }
 
+// subjectPrefix starts the subject of every key of the bucket in its
+// stream, for the writes and reads that go to the stream directly.
+const subjectPrefix = "$KV." + Bucket + "."
+
 // unavailable classifies a NATS or JetStream failure: transient, unless the
 // context ended (a shutdown, which fault.Of reads by itself).
 func unavailable(op string, err error) error {
@@ -167,10 +171,9 @@ func (s *store) getMany(ctx context.Context, taskIDs []string) (map[string]entry
 }
 
 func (s *store) getChunk(ctx context.Context, taskIDs []string, out map[string]entry) error {
-	prefix := "$KV." + Bucket + "."
 	subjects := make([]string, len(taskIDs))
 	for i, id := range taskIDs {
-		subjects[i] = prefix + taskKey(id)
+		subjects[i] = subjectPrefix + taskKey(id)
 	}
 	req, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(subjects)})
 	inbox := s.nc.NewRespInbox()
@@ -200,7 +203,7 @@ func (s *store) getChunk(ctx context.Context, taskIDs []string, out map[string]e
 		}
 		subject := m.Header.Get(jetstream.SubjectHeader)
 		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil || !strings.HasPrefix(subject, prefix+"t.") {
+		if err != nil || !strings.HasPrefix(subject, subjectPrefix+"t.") {
 			return unavailable("read tasks", fmt.Errorf("direct get answered subject %q sequence %q", subject, m.Header.Get(jetstream.SequenceHeader)))
 		}
 		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
@@ -210,7 +213,7 @@ func (s *store) getChunk(ctx context.Context, taskIDs []string, out map[string]e
 		if err != nil {
 			return err
 		}
-		out[strings.TrimPrefix(subject, prefix+"t.")] = e
+		out[strings.TrimPrefix(subject, subjectPrefix+"t.")] = e
 	}
 }
 
@@ -237,7 +240,7 @@ func (s *store) putMany(ctx context.Context, ws []write) []error {
 	futures := make([]jetstream.PubAckFuture, len(ws))
 	for i, w := range ws {
 		v, _ := json.Marshal(w.e)
-		msg := &nats.Msg{Subject: "$KV." + Bucket + "." + taskKey(w.taskID), Data: v}
+		msg := &nats.Msg{Subject: subjectPrefix + taskKey(w.taskID), Data: v}
 		f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(w.e.rev))
 		if err != nil {
 			errs[i] = unavailable("write task "+w.taskID, err)
@@ -340,7 +343,7 @@ func (s *store) purgeMarkers(ctx context.Context, age time.Duration) (int, error
 		return 0, unavailable("open the bucket's stream", err)
 	}
 	for i, key := range old {
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+Bucket+"."+key)); err != nil {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(subjectPrefix+key)); err != nil {
 			return i, unavailable("remove a closed intent's marker", err)
 		}
 	}
