@@ -53,6 +53,7 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s)
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz 'FuzzRead$$' -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/taskfile -run '^$$' -fuzz FuzzReadParquet -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/annotation -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./internal/annotation -run '^$$' -fuzz FuzzValid -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/storages -run '^$$' -fuzz FuzzDecodeBody -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/labelstudio -run '^$$' -fuzz FuzzDecoders -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./internal/labelstudio -run '^$$' -fuzz FuzzImportTask -fuzztime $${FUZZTIME:-30s}
