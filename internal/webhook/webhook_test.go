@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ const bulk = `{"action": "ANNOTATIONS_CREATED",
                  {"id": 19, "result": [], "updated_at": "2026-11-27T14:31:11Z", "task": 5, "project": 7}],
  "project": {"id": 7}}`
 
-func setup(t *testing.T) (http.Handler, jetstream.JetStream, *metrics.Metrics) {
+func setup(t testing.TB) (http.Handler, jetstream.JetStream, *metrics.Metrics) {
 	t.Helper()
 	bus := natstest.NewBus(t)
 	if err := bus.EnsureStreams(context.Background(), taskbus.AnnotationsStream); err != nil {
@@ -192,5 +193,23 @@ func TestWebhookRetryOnOtherReplicas(t *testing.T) {
 	}
 	if msgs, seq := streamState(t, bus.JetStream()); msgs != 3 || seq != 3 {
 		t.Errorf("stream holds %d messages, last seq %d; want 3, 3 (one per annotation)", msgs, seq)
+	}
+}
+
+// BenchmarkServeHTTP is the handler's own cost per new annotation, with
+// JetStream's round trip (an embedded server) and without HTTP's: what
+// BenchmarkWebhook in internal/bench compares with a bare handler.
+func BenchmarkServeHTTP(b *testing.B) {
+	h, _, _ := setup(b)
+	bodies := make([]string, 0, b.N)
+	for i := range b.N {
+		bodies = append(bodies, strings.Replace(created, `"id": 17`, `"id": `+strconv.Itoa(i+100), 1))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if w := post(h, "s3cret", bodies[i]); w.Code != http.StatusOK {
+			b.Fatalf("answered %d %s", w.Code, w.Body)
+		}
 	}
 }
