@@ -156,13 +156,13 @@ func isConflict(err error) bool {
 		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 }
 
-// getMany reads the entries of many tasks in one round trip per 1,000 (a
-// direct get of the last message of many subjects; the server answers at
-// most 1,024 per request). Tasks without an entry are absent from the map.
+// getMany reads the entries of many tasks in one round trip per
+// taskbus.MaxLastMsgs (taskbus.LastMsgs). Tasks without an entry are
+// absent from the map.
 func (s *store) getMany(ctx context.Context, taskIDs []string) (map[string]entry, error) {
 	out := make(map[string]entry, len(taskIDs))
-	for start := 0; start < len(taskIDs); start += 1000 {
-		chunk := taskIDs[start:min(start+1000, len(taskIDs))]
+	for start := 0; start < len(taskIDs); start += taskbus.MaxLastMsgs {
+		chunk := taskIDs[start:min(start+taskbus.MaxLastMsgs, len(taskIDs))]
 		if err := s.getChunk(ctx, chunk, out); err != nil {
 			return nil, err
 		}
@@ -175,46 +175,22 @@ func (s *store) getChunk(ctx context.Context, taskIDs []string, out map[string]e
 	for i, id := range taskIDs {
 		subjects[i] = subjectPrefix + taskKey(id)
 	}
-	req, _ := json.Marshal(map[string]any{"multi_last": subjects, "batch": len(subjects)})
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
-	if err != nil {
-		return unavailable("read tasks", err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest("$JS.API.DIRECT.GET.KV_"+Bucket, inbox, req); err != nil {
-		return unavailable("read tasks", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return unavailable("read tasks", err)
-		}
-		switch status := m.Header.Get("Status"); status {
-		case "":
-		case "204": // end of batch
-			return nil
-		case "404": // none of them has an entry
-			return nil
-		default:
-			return unavailable("read tasks", fmt.Errorf("direct get answered %s %s", status, m.Header.Get("Description")))
-		}
-		subject := m.Header.Get(jetstream.SubjectHeader)
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil || !strings.HasPrefix(subject, subjectPrefix+"t.") {
-			return unavailable("read tasks", fmt.Errorf("direct get answered subject %q sequence %q", subject, m.Header.Get(jetstream.SequenceHeader)))
+	return taskbus.LastMsgs(ctx, s.nc, "KV_"+Bucket, subjects, func(m *nats.Msg, seq uint64) error {
+		if !strings.HasPrefix(m.Subject, subjectPrefix+"t.") {
+			return unavailable("read tasks", fmt.Errorf("direct get answered subject %q", m.Subject))
 		}
 		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			continue
+			return nil
 		}
 		e, err := decodeEntry(m.Data, seq)
 		if err != nil {
 			return err
 		}
-		out[strings.TrimPrefix(subject, subjectPrefix+"t.")] = e
-	}
+		out[strings.TrimPrefix(m.Subject, subjectPrefix+"t.")] = e
+		return nil
+	})
 }
 
 // write is one conditional entry write of putMany.
