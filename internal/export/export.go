@@ -91,6 +91,9 @@ const maxConflicts = 16
 // to JetStream (redelivered with a delay) instead of a handler held forever.
 const opTimeout = 60 * time.Second
 
+// stateTimeout bounds one batch of state reads.
+const stateTimeout = 10 * time.Second
+
 // maxTaskObjectBytes bounds a task object read back for a rewrite.
 const maxTaskObjectBytes = 64 << 20
 
@@ -103,6 +106,7 @@ type Exporter struct {
 	exports func() []storages.Export
 	client  ClientFor
 	state   jetstream.KeyValue
+	reads   *stateReads
 	metrics *metrics.Metrics
 	logger  *slog.Logger
 	tracer  trace.Tracer
@@ -129,7 +133,7 @@ func New(ctx context.Context, js jetstream.JetStream, exports func() []storages.
 	if err != nil {
 		return nil, fmt.Errorf("export: state bucket %s: %w", StateBucket, err)
 	}
-	x := &Exporter{js: js, exports: exports, client: client, state: kv, metrics: m, logger: logger}
+	x := &Exporter{js: js, exports: exports, client: client, state: kv, reads: newStateReads(js.Conn(), StateBucket, stateTimeout), metrics: m, logger: logger}
 	for _, o := range opts {
 		o(x)
 	}
@@ -177,20 +181,10 @@ func stateKey(project, id int64) string {
 	return strconv.FormatInt(project, 10) + "." + strconv.FormatInt(id, 10)
 }
 
-// getState reads an annotation's state and its revision (0: none).
-func (x *Exporter) getState(ctx context.Context, ev annotation.Event) (state, uint64, error) {
-	e, err := x.state.Get(ctx, stateKey(ev.Project, ev.AnnotationID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return state{}, 0, nil
-	}
-	if err != nil {
-		return state{}, 0, fault.Transient(fault.Unavailable, fmt.Errorf("export: annotation %d state: %w", ev.AnnotationID, err))
-	}
-	var s state
-	if err := json.Unmarshal(e.Value(), &s); err != nil {
-		return state{}, 0, fmt.Errorf("export: annotation %d state %q: %w", ev.AnnotationID, e.Value(), err)
-	}
-	return s, e.Revision(), nil
+// getState reads an annotation's state and its revision (0: none),
+// batched with the reads of other events in hand (stateReads).
+func (x *Exporter) getState(ev annotation.Event) (state, uint64, error) {
+	return x.reads.get(stateKey(ev.Project, ev.AnnotationID))
 }
 
 // updateState changes an annotation's state with f, compare-and-set on its
@@ -198,7 +192,7 @@ func (x *Exporter) getState(ctx context.Context, ev annotation.Event) (state, ui
 func (x *Exporter) updateState(ctx context.Context, ev annotation.Event, f func(*state) bool) (state, error) {
 	key := stateKey(ev.Project, ev.AnnotationID)
 	for range maxConflicts {
-		s, rev, err := x.getState(ctx, ev)
+		s, rev, err := x.getState(ev)
 		if err != nil {
 			return state{}, err
 		}
@@ -294,7 +288,7 @@ func (x *Exporter) write(ctx context.Context, ev annotation.Event, targets []sto
 	if first != nil || !after {
 		return n, first
 	}
-	s, _, err := x.getState(ctx, ev)
+	s, _, err := x.getState(ev)
 	if err != nil {
 		return n, err
 	}

@@ -42,8 +42,12 @@ func LastMsgs(ctx context.Context, nc *nats.Conn, stream string, subjects []stri
 	if err != nil {
 		return fmt.Errorf("taskbus: last messages: %w", err)
 	}
+	// A channel of its own size: the answers are at most one message per
+	// subject and the end-of-batch status. SubscribeSync would make one
+	// of nats.go's default 65,536 pending messages for every call.
+	answers := make(chan *nats.Msg, len(subjects)+1)
 	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	sub, err := nc.ChanSubscribe(inbox, answers)
 	if err != nil {
 		return classify("last messages", err)
 	}
@@ -52,9 +56,11 @@ func LastMsgs(ctx context.Context, nc *nats.Conn, stream string, subjects []stri
 		return classify("last messages", err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return classify("last messages", err)
+		var m *nats.Msg
+		select {
+		case m = <-answers:
+		case <-ctx.Done():
+			return classify("last messages", ctx.Err())
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
