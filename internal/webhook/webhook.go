@@ -198,12 +198,11 @@ func (h *Handler) publish(ctx context.Context, events []annotation.Event) error 
 // annotations), and a lost guess reads the subject and decides again.
 // With the hint, BenchmarkWebhook's intake needs no read for most requests.
 func (h *Handler) store(ctx context.Context, ev annotation.Event, m *nats.Msg) error {
-	hint, known := h.hints.get(m.Subject)
+	key := hintKey{project: ev.Project, annotation: ev.AnnotationID}
+	hint, known := h.hints.get(key)
 	for range 16 {
-		if known {
-			if !newer(ev, hint.header) {
-				return nil // as old as what is stored, or after a delete
-			}
+		if known && !hint.replacedBy(ev) {
+			return nil // as old as what is stored, or after a delete
 		}
 		ack, err := h.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(hint.seq))
 		var apiErr *jetstream.APIError
@@ -220,63 +219,91 @@ func (h *Handler) store(ctx context.Context, ev annotation.Event, m *nats.Msg) e
 			case err != nil:
 				return fmt.Errorf("webhook: read %s: %w", m.Subject, err)
 			default:
-				hint, known = subjectHint{seq: stored.Sequence, header: stored.Header}, true
-				h.hints.put(m.Subject, hint)
+				hint, known = hintOf(stored.Sequence, stored.Header), true
+				h.hints.put(key, hint)
 			}
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("webhook: %w", err)
 		}
-		h.hints.put(m.Subject, subjectHint{seq: ack.Sequence, header: m.Header})
+		h.hints.put(key, hintFor(ack.Sequence, ev))
 		return nil
 	}
 	return fmt.Errorf("webhook: annotation %d kept changing", ev.AnnotationID)
 }
 
-// subjectHint is what the handler last knew of one annotation's subject.
+// hintKey names an annotation's subject.
+type hintKey struct{ project, annotation int64 }
+
+// subjectHint is what the handler last knew of one annotation's subject:
+// its sequence and what its headers say. It holds no pointers, so the
+// garbage collector does not scan the hints: keeping the headers
+// themselves made every collection walk up to 100,000 maps.
 type subjectHint struct {
-	seq    uint64
-	header nats.Header
+	seq     uint64
+	deleted bool
+	timed   bool  // updated_at was readable
+	sec     int64 // updated_at, when timed
+	nsec    int32
+}
+
+func hintOf(seq uint64, hdr nats.Header) subjectHint {
+	h := subjectHint{seq: seq, deleted: hdr.Get(hdrDeleted) != ""}
+	if t, err := time.Parse(time.RFC3339Nano, hdr.Get(hdrUpdatedAt)); err == nil {
+		h.timed, h.sec, h.nsec = true, t.Unix(), int32(t.Nanosecond())
+	}
+	return h
+}
+
+// hintFor is hintOf the message publish made of ev, without reading its
+// headers back.
+func hintFor(seq uint64, ev annotation.Event) subjectHint {
+	if ev.Action == annotation.Deleted {
+		return subjectHint{seq: seq, deleted: true}
+	}
+	return subjectHint{seq: seq, timed: true, sec: ev.UpdatedAt.Unix(), nsec: int32(ev.UpdatedAt.Nanosecond())}
+}
+
+// replacedBy reports whether ev should replace the stored message: not
+// after a delete, always for a delete, and otherwise when ev is newer (or
+// the stored time cannot be read).
+func (h subjectHint) replacedBy(ev annotation.Event) bool {
+	switch {
+	case h.deleted:
+		return false
+	case ev.Action == annotation.Deleted, !h.timed:
+		return true
+	}
+	sec, nsec := ev.UpdatedAt.Unix(), int32(ev.UpdatedAt.Nanosecond())
+	return sec > h.sec || (sec == h.sec && nsec > h.nsec)
 }
 
 // hints is a bounded map of subject hints, cleared when full.
 type hints struct {
 	mu sync.Mutex
-	m  map[string]subjectHint
+	m  map[hintKey]subjectHint
 }
 
 const maxHints = 100_000
 
-func (hs *hints) get(subject string) (subjectHint, bool) {
+func (hs *hints) get(k hintKey) (subjectHint, bool) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	h, ok := hs.m[subject]
+	h, ok := hs.m[k]
 	return h, ok
 }
 
-func (hs *hints) put(subject string, h subjectHint) {
+func (hs *hints) put(k hintKey, h subjectHint) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.m == nil || len(hs.m) >= maxHints {
-		hs.m = make(map[string]subjectHint)
+		hs.m = make(map[hintKey]subjectHint)
 	}
-	if cur, ok := hs.m[subject]; ok && cur.seq > h.seq {
+	if cur, ok := hs.m[k]; ok && cur.seq > h.seq {
 		return
 	}
-	hs.m[subject] = h
-}
-
-// newer reports whether ev should replace a stored message with header hdr.
-func newer(ev annotation.Event, hdr nats.Header) bool {
-	if hdr.Get(hdrDeleted) != "" {
-		return false
-	}
-	if ev.Action == annotation.Deleted {
-		return true
-	}
-	t, err := time.Parse(time.RFC3339Nano, hdr.Get(hdrUpdatedAt))
-	return err != nil || ev.UpdatedAt.After(t)
+	hs.m[k] = h
 }
 
 // stream returns the annotations stream handle, looked up once.
