@@ -225,8 +225,8 @@ func (in *exportInfra) String() string {
 }
 
 // seedAnnotations publishes annotations from..from+n-1 to
-// LABELSYNC_ANNOTATIONS as the webhook stores them (subject, payload and
-// Nats-Msg-Id of annotation.Event), asynchronously, and waits for every
+// LABELSYNC_ANNOTATIONS as the webhook stores them (subject and payload of
+// annotation.Event), asynchronously, and waits for every
 // acknowledgement and for the stream to hold them.
 func seedAnnotations(ctx context.Context, js jetstream.JetStream, n, from int, at time.Time) (time.Duration, error) {
 	start := time.Now()
@@ -470,54 +470,38 @@ func newExporter(ctx context.Context, b *testing.B, in *exportInfra, target stor
 	return x, m, reg
 }
 
-// BenchmarkExportWrite measures the exporter's live path: N annotation
-// events (LABELSYNC_BENCH_EXPORT_N, default 20,000) already on
-// LABELSYNC_ANNOTATIONS, one subject each, consumed by export.Consume with
-// the failure path around Exporter.Handler, concurrency 32, into one
-// annotation-keyed export storage, timed from Consume's start until the
-// exporter counted N successful writes. The raw ceiling writes the same
-// objects (same bodies, content type and metadata, under another prefix)
-// with the storage client, 32 at a time, without preconditions, to the same
-// fake-gcs-server, before and after labelsync; the faster pass counts.
+// BenchmarkExportWrite measures the exporter's live path: annotation
+// events on LABELSYNC_ANNOTATIONS, one subject each, consumed by
+// export.Consume with the failure path around Exporter.Handler,
+// concurrency 32, into one annotation-keyed export storage. The raw
+// ceiling writes the same objects (same bodies, content type and metadata,
+// under another prefix) with the storage client, 32 at a time, without
+// preconditions, to the same fake-gcs-server.
+//
+// The two take turns over LABELSYNC_BENCH_EXPORT_ROUNDS (default 8)
+// rounds, the order alternating, each pass writing the next slice of
+// LABELSYNC_BENCH_EXPORT_N (default 20,000) objects; the figure is the
+// pooled rate, with the median of the rounds' ratios beside it. One
+// Consume runs throughout, its consumer paused between labelsync passes;
+// a pass seeds its events (untimed), then is timed from resuming the
+// consumer until the exporter counted the pass's writes.
 func BenchmarkExportWrite(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("reads /proc for CPU time: Linux only")
 	}
 	n := envInt(b, "LABELSYNC_BENCH_EXPORT_N", 20_000)
+	rounds := envInt(b, "LABELSYNC_BENCH_EXPORT_ROUNDS", 8)
+	if rounds < 1 || n < rounds {
+		b.Fatalf("%d objects in %d rounds", n, rounds)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*exportTimeout)
 	defer cancel()
 	logger := slog.New(slog.DiscardHandler)
 	in := startExportInfra(ctx, b)
 	at := time.Now().UTC()
+	b.Logf("%s", in)
 
-	seeded, err := seedAnnotations(ctx, in.bus.JetStream(), n, 1, at)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("%s; seeded %d annotation events on %s in %s (untimed)", in, n, taskbus.AnnotationsStream, seeded.Round(time.Millisecond))
-
-	// Raw, labelsync, raw: the ceiling is the faster raw pass, so drift
-	// during the run does not flatter labelsync.
-	var raws []rawPass
-	rawPrefix := func(k int) string { return fmt.Sprintf("raw-%d/", k) }
-	rawPassN := func(k int) {
-		objs, err := rawObjects(n, 1, at, rawPrefix(k))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var r rawPass
-		asContender("raw", func() { r, err = rawWrite(ctx, in.client, objs, in.gcs.pid) })
-		if err != nil {
-			b.Fatal(err)
-		}
-		if got, err := countObjects(ctx, in.client, rawPrefix(k)); err != nil || got != n {
-			b.Fatalf("raw pass %d: gs://%s/%s holds %d objects (%v), want %d", k, exportBucket, rawPrefix(k), got, err, n)
-		}
-		b.Logf("raw write %d: %s", k, r)
-		raws = append(raws, r)
-	}
-	rawPassN(1)
-
+	const rawPrefix = "raw/"
 	target := benchExport(b, "labelsync/")
 	x, m, reg := newExporter(ctx, b, in, target, logger)
 	failures, err := deadletter.Middleware(deadletter.NewWriter(in.bus, "exporter", m, logger), deadletter.DefaultRetry(), logger)
@@ -528,25 +512,103 @@ func BenchmarkExportWrite(b *testing.B) {
 	written := m.ExportOps.WithLabelValues("write", "ok")
 	errs := m.ExportOps.WithLabelValues("write", "error")
 
+	per := n / rounds
+	slice := func(r int) (from, count int) {
+		from = r*per + 1
+		if r == rounds-1 {
+			return from, n - r*per
+		}
+		return from, per
+	}
+	rawRound := func(r int) rawPass {
+		from, count := slice(r)
+		objs, err := rawObjects(count, from, at, rawPrefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var p rawPass
+		asContender("raw", func() { p, err = rawWrite(ctx, in.client, objs, in.gcs.pid, in.nats.pid) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	// One Consume for every round, its consumer paused while a round's
+	// events are seeded and while raw writes: stopping and restarting it
+	// left messages in the stopped pull, back only after AckWait.
+	js := in.bus.JetStream()
 	cctx, stop := context.WithCancel(ctx)
+	defer stop()
 	consumed := make(chan error, 1)
-	mark := markCPU(in.gcs.pid, in.nats.pid)
-	start := time.Now()
 	asContender("labelsync", func() {
 		go func() {
-			consumed <- export.Consume(cctx, in.bus.JetStream(), export.ConsumeConfig{Concurrency: exportConcurrency}, handle, logger)
+			consumed <- export.Consume(cctx, js, export.ConsumeConfig{Concurrency: exportConcurrency}, handle, logger)
 		}()
 	})
-	deadline := time.Now().Add(exportTimeout)
-	for counterValue(written) < float64(n) {
-		if time.Now().After(deadline) {
-			stop()
-			b.Fatalf("%.0f of %d objects written within %s", counterValue(written), n, exportTimeout)
+	for {
+		if _, err := js.Consumer(ctx, taskbus.AnnotationsStream, export.ConsumerName); err == nil {
+			break
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	took := time.Since(start)
-	cpu := mark.since()
+	pause := func() {
+		if _, err := js.PauseConsumer(ctx, taskbus.AnnotationsStream, export.ConsumerName, time.Now().Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pause()
+	lsPass := func(r int) rawPass {
+		from, count := slice(r)
+		if _, err := seedAnnotations(ctx, js, count, from, at); err != nil {
+			b.Fatal(err)
+		}
+		want := counterValue(written) + float64(count)
+		mark := markCPU(in.gcs.pid, in.nats.pid)
+		start := time.Now()
+		if _, err := js.ResumeConsumer(ctx, taskbus.AnnotationsStream, export.ConsumerName); err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(exportTimeout)
+		for counterValue(written) < want {
+			if time.Now().After(deadline) {
+				b.Fatalf("round %d: %.0f of %.0f objects written within %s", r, counterValue(written), want, exportTimeout)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		p := rawPass{n: count, elapsed: time.Since(start), cpu: mark.since()}
+		pause()
+		return p
+	}
+
+	// The sums are raw's [0] and labelsync's [1].
+	var sums [2]struct {
+		n       int
+		elapsed time.Duration
+		self    time.Duration
+		gcs     time.Duration
+		nats    time.Duration
+	}
+	var ratios []float64
+	for r := range rounds {
+		var rates [2]float64
+		for _, ls := range []bool{r%2 == 1, r%2 == 0} {
+			var p rawPass
+			i := 0
+			if ls {
+				p, i = lsPass(r), 1
+			} else {
+				p = rawRound(r)
+			}
+			sums[i].n += p.n
+			sums[i].elapsed += p.elapsed
+			sums[i].self += p.cpu.self
+			sums[i].gcs += p.cpu.others[0]
+			sums[i].nats += p.cpu.others[1]
+			rates[i] = p.rate()
+		}
+		ratios = append(ratios, 100*rates[1]/rates[0])
+	}
+
 	stop()
 	if err := <-consumed; err != nil {
 		b.Fatal(err)
@@ -554,47 +616,48 @@ func BenchmarkExportWrite(b *testing.B) {
 	if e := counterValue(errs); e != 0 {
 		b.Fatalf("%.0f failed writes (retried)", e)
 	}
-	rate := float64(n) / took.Seconds()
-	self, others := cpu.perItem(n)
-	b.Logf("labelsync: %d objects in %s: %.0f objects/s; CPU µs/object: %.1f here, %.1f fake GCS, %.1f NATS; machine %.0f%% busy",
-		n, took.Round(time.Millisecond), rate, self, others[0], others[1], cpu.busyPct)
 	if err := checkExported(ctx, in, reg, target.Prefix, n); err != nil {
 		b.Fatal(err)
+	}
+	if got, err := countObjects(ctx, in.client, rawPrefix); err != nil || got != n {
+		b.Fatalf("gs://%s/%s holds %d objects (%v), want %d", exportBucket, rawPrefix, got, err, n)
 	}
 	ev, err := annotationEvent(n/2+1, at)
 	if err != nil {
 		b.Fatal(err)
 	}
-	raw0, _ := exportedObject(ev, rawPrefix(1))
+	raw0, _ := exportedObject(ev, rawPrefix)
 	if err := checkSameBody(ctx, in.client, export.ObjectName(&target, ev.AnnotationID, ev.TaskID), raw0.name); err != nil {
 		b.Fatal(err)
 	}
 
-	rawPassN(2)
-	best := raws[0]
-	for _, r := range raws[1:] {
-		if r.rate() > best.rate() {
-			best = r
-		}
+	slices.Sort(ratios)
+	median := ratios[len(ratios)/2]
+	if len(ratios)%2 == 0 {
+		median = (ratios[len(ratios)/2-1] + median) / 2
 	}
-	rself, rothers := best.cpu.perItem(n)
-	rawCPU := best.cpu.totalPerItem(n)
-	for _, r := range raws {
-		rawCPU = min(rawCPU, r.cpu.totalPerItem(n))
-	}
-	lsCPU := cpu.totalPerItem(n)
-	b.Logf("labelsync wrote exactly %d objects, same bytes as the raw writer's; %.1f %% of the faster raw pass; CPU µs/object in all processes %.1f, raw %.1f (the cheaper pass): %.1f %%",
-		n, 100*rate/best.rate(), lsCPU, rawCPU, 100*rawCPU/lsCPU)
+	us := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+	rawRate := float64(sums[0].n) / sums[0].elapsed.Seconds()
+	lsRate := float64(sums[1].n) / sums[1].elapsed.Seconds()
+	rawCPU := us(sums[0].self+sums[0].gcs+sums[0].nats, sums[0].n)
+	lsCPU := us(sums[1].self+sums[1].gcs+sums[1].nats, sums[1].n)
+	b.Logf("%d rounds of %d objects each: labelsync %.0f objects/s, raw %.0f: %.1f %% pooled, round ratios %.1f–%.1f %% (median %.1f)",
+		rounds, per, lsRate, rawRate, 100*lsRate/rawRate, ratios[0], ratios[len(ratios)-1], median)
+	b.Logf("CPU µs/object: labelsync %.1f here, %.1f fake GCS, %.1f NATS; raw %.1f here, %.1f fake GCS, %.1f NATS; all processes %.1f vs %.1f (%.1f %%)",
+		us(sums[1].self, sums[1].n), us(sums[1].gcs, sums[1].n), us(sums[1].nats, sums[1].n),
+		us(sums[0].self, sums[0].n), us(sums[0].gcs, sums[0].n), us(sums[0].nats, sums[0].n), lsCPU, rawCPU, 100*rawCPU/lsCPU)
+	b.Logf("labelsync wrote exactly %d objects, the same bytes as the raw writer's", n)
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(rate, "export_objects/s")
-	b.ReportMetric(best.rate(), "raw_objects/s")
-	b.ReportMetric(100*rate/best.rate(), "pct_of_raw_write")
+	b.ReportMetric(lsRate, "export_objects/s")
+	b.ReportMetric(rawRate, "raw_objects/s")
+	b.ReportMetric(100*lsRate/rawRate, "pct_of_raw_write")
+	b.ReportMetric(median, "pct_of_raw_write_median")
 	b.ReportMetric(100*rawCPU/lsCPU, "pct_of_raw_cpu")
-	b.ReportMetric(self, "export_cpu_us/object")
-	b.ReportMetric(others[1], "export_nats_cpu_us/object")
-	b.ReportMetric(others[0], "export_gcs_cpu_us/object")
-	b.ReportMetric(rself, "raw_cpu_us/object")
-	b.ReportMetric(rothers[0], "raw_gcs_cpu_us/object")
+	b.ReportMetric(us(sums[1].self, sums[1].n), "export_cpu_us/object")
+	b.ReportMetric(us(sums[1].nats, sums[1].n), "export_nats_cpu_us/object")
+	b.ReportMetric(us(sums[1].gcs, sums[1].n), "export_gcs_cpu_us/object")
+	b.ReportMetric(us(sums[0].self, sums[0].n), "raw_cpu_us/object")
+	b.ReportMetric(us(sums[0].gcs, sums[0].n), "raw_gcs_cpu_us/object")
 }
 
 // BenchmarkExportSync measures an export sync of an empty target at each
@@ -727,8 +790,9 @@ func benchExportSync(b *testing.B, n int) {
 // a net/http server on loopback) against a bare handler that reads the
 // same body and publishes it unchanged to JetStream (PublishMsg, waiting
 // for the acknowledgement), each with a NATS server of its own in an infra
-// process. throughput: LABELSYNC_BENCH_WEBHOOK_N (default 20,000)
-// ANNOTATION_UPDATED requests for distinct annotations from 32 clients;
+// process. throughput: LABELSYNC_BENCH_WEBHOOK_N (default 40,000)
+// ANNOTATION_UPDATED requests for distinct annotations from 32 clients, in
+// LABELSYNC_BENCH_WEBHOOK_ROUNDS (default 10) rounds of both;
 // latency: LABELSYNC_BENCH_WEBHOOK_RATE (default 500) requests/s for
 // LABELSYNC_BENCH_WEBHOOK_SECONDS (default 10) after one unmeasured
 // second.
