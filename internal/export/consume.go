@@ -141,7 +141,16 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 		})
 	}
 	<-ctx.Done()
-	cc.Stop()
+	// Drain, not Stop: the events pulled but not yet given to the callback
+	// pass through it and are handed back now. After Stop, those the
+	// subscription still held when it unsubscribed were dropped, to come
+	// back only after AckWait.
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-time.After(cfg.DrainTimeout):
+		logger.Warn("export: handing back the events pulled timed out; they will be redelivered after AckWait")
+	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {

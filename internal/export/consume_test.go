@@ -1,0 +1,98 @@
+package export_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+
+	"github.com/labelsync/labelsync/internal/deadletter"
+	"github.com/labelsync/labelsync/internal/export"
+	"github.com/labelsync/labelsync/internal/natstest"
+	"github.com/labelsync/labelsync/internal/taskbus"
+	"github.com/labelsync/labelsync/internal/testlog"
+	"github.com/labelsync/labelsync/internal/testwait"
+)
+
+// An exporter that stops finishes the events in hand and hands back at
+// once every event it pulled but did not start, so that another replica
+// takes them now rather than after AckWait; so do events that arrive
+// after it stopped.
+func TestConsumeHandsBackEventsNotStartedAtShutdown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bus := natstest.NewBus(t)
+	js := bus.JetStream()
+	if err := bus.EnsureStreams(ctx, taskbus.AnnotationsStream); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := range n {
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "labelsync.annotations.7." + strconv.Itoa(i+1), Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := export.ConsumeConfig{Concurrency: 2, AckWait: time.Minute}
+	release := make(chan struct{})
+	var started, done atomic.Int64
+	slow := func(*message.Message) ([]*message.Message, error) {
+		started.Add(1)
+		<-release
+		done.Add(1)
+		return nil, nil
+	}
+	cctx, stop := context.WithCancel(ctx)
+	consumed := make(chan error, 1)
+	go func() { consumed <- export.Consume(cctx, js, cfg, slow, testlog.Logger(t)) }()
+	testwait.Until(t, 10*time.Second, 5*time.Millisecond, "two handlers started", func() error {
+		if got := started.Load(); got != 2 {
+			return fmt.Errorf("%d started", got)
+		}
+		return nil
+	})
+	stop()
+	close(release)
+	if err := <-consumed; err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != started.Load() {
+		t.Fatalf("%d events started, %d finished", started.Load(), done.Load())
+	}
+	// Events that arrive after the shutdown, and every event not finished,
+	// come to another replica well within AckWait.
+	for i := range n {
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "labelsync.annotations.7." + strconv.Itoa(n+i+1), Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	fast := func(m *message.Message) ([]*message.Message, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[m.Metadata.Get(deadletter.SubjectKey)] = true
+		return nil, nil
+	}
+	cctx, stop = context.WithCancel(ctx)
+	defer stop()
+	go func() { consumed <- export.Consume(cctx, js, cfg, fast, testlog.Logger(t)) }()
+	want := 2*n - int(done.Load())
+	testwait.Until(t, 10*time.Second, 20*time.Millisecond, fmt.Sprintf("%d events on the next replica (AckWait %s)", want, cfg.AckWait), func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) < want {
+			return fmt.Errorf("%d came", len(seen))
+		}
+		return nil
+	})
+	stop()
+	if err := <-consumed; err != nil {
+		t.Fatal(err)
+	}
+}
