@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,17 +16,7 @@ import (
 )
 
 func FuzzDecode(f *testing.F) {
-	names, err := filepath.Glob(filepath.Join("testdata", "*.json"))
-	if err != nil || len(names) == 0 {
-		f.Fatalf("no fixtures: %v", err)
-	}
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	annotation.AddFixtures(f)
 	for _, s := range []string{
 		`{"action":"ANNOTATION_UPDATED","annotation":{"id":5,"task":{"id":9,"project":3}},"task":9}`,
 		`{"action":"ANNOTATIONS_CREATED","annotations":{"id":5.0,"created_at":"2024-01-01 12:00:00+01:00"},"tasks":[null,{"id":5,"project":2}],"project":2}`,

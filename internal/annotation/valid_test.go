@@ -12,17 +12,7 @@ import (
 // validators must agree on every body, or Decode would take what the
 // exporter's other JSON readers refuse (or the reverse).
 func FuzzValid(f *testing.F) {
-	names, err := filepath.Glob(filepath.Join("testdata", "*.json"))
-	if err != nil || len(names) == 0 {
-		f.Fatalf("no fixtures: %v", err)
-	}
-	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	AddFixtures(f)
 	for _, s := range []string{
 		`{"a":"\u00e9\ud800","b":-0.1E+2,"c":[true,false,null]}`,
 		"\"\xff\x00\"", `01`, `1.`, `-`, `"\x"`, `{"a" 1}`, `[1,]`, " \t\r\n[] ",
@@ -34,6 +24,22 @@ func FuzzValid(f *testing.F) {
 			t.Fatalf("valid(%q) = %v, json.Valid says %v", body, got, want)
 		}
 	})
+}
+
+// AddFixtures seeds a fuzzer with the Label Studio webhook bodies in
+// testdata (FuzzValid here, FuzzDecode in package annotation_test).
+func AddFixtures(f *testing.F) {
+	names, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	if err != nil || len(names) == 0 {
+		f.Fatalf("no fixtures: %v", err)
+	}
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }
 
 // TestValidDeepNesting: at the edge of encoding/json's nesting limit, and

@@ -631,12 +631,7 @@ func BenchmarkExportWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	slices.Sort(ratios)
-	median := ratios[len(ratios)/2]
-	if len(ratios)%2 == 0 {
-		median = (ratios[len(ratios)/2-1] + median) / 2
-	}
-	us := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+	median := medianOf(ratios)
 	rawRate := float64(sums[0].n) / sums[0].elapsed.Seconds()
 	lsRate := float64(sums[1].n) / sums[1].elapsed.Seconds()
 	rawCPU := us(sums[0].self+sums[0].gcs+sums[0].nats, sums[0].n)
@@ -1064,12 +1059,7 @@ func benchWebhookThroughput(b *testing.B, n, rounds int) {
 			b.Fatalf("%s: %v", cont, err)
 		}
 	}
-	slices.Sort(ratios)
-	median := ratios[len(ratios)/2]
-	if len(ratios)%2 == 0 {
-		median = (ratios[len(ratios)/2-1] + median) / 2
-	}
-	us := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+	median := medianOf(ratios)
 	bareRate := float64(sums[0].n) / sums[0].elapsed.Seconds()
 	lsRate := float64(sums[1].n) / sums[1].elapsed.Seconds()
 	bareCPU, lsCPU := us(sums[0].cpu, sums[0].n), us(sums[1].cpu, sums[1].n)
@@ -1086,6 +1076,19 @@ func benchWebhookThroughput(b *testing.B, n, rounds int) {
 	b.ReportMetric(us(sums[0].self, sums[0].n), "bare_cpu_us/request")
 	b.ReportMetric(us(sums[0].nats, sums[0].n), "bare_nats_cpu_us/request")
 }
+
+// medianOf sorts xs (the rounds' ratios) and returns their median.
+func medianOf(xs []float64) float64 {
+	slices.Sort(xs)
+	m := xs[len(xs)/2]
+	if len(xs)%2 == 0 {
+		m = (xs[len(xs)/2-1] + m) / 2
+	}
+	return m
+}
+
+// us is d in µs per item.
+func us(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
 
 func benchWebhookLatency(b *testing.B, rate, secs int) {
 	ctx, cancel := context.WithTimeout(context.Background(), exportTimeout)
