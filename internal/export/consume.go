@@ -37,6 +37,9 @@ type ConsumeConfig struct {
 	// ends (default 30s); after it their handlers' contexts end too, and
 	// the messages are redelivered later.
 	DrainTimeout time.Duration
+	// Ready, if set, is called once the consumer exists and messages are
+	// being pulled (what /readyz reports).
+	Ready func()
 }
 
 func (c *ConsumeConfig) defaults() {
@@ -90,16 +93,12 @@ func (x *Exporter) Handler(msg *message.Message) (_ []*message.Message, err erro
 // once the messages in hand finished or DrainTimeout passed.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, handle message.HandlerFunc, logger *slog.Logger) error {
 	cfg.defaults()
-	cons, err := js.CreateOrUpdateConsumer(ctx, taskbus.AnnotationsStream, jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		Description:   "labelsync exporters: annotation events to target storages",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxAckPending: cfg.maxAckPending(),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	cons, err := createConsumer(ctx, js, cfg, logger)
 	if err != nil {
-		return fmt.Errorf("export: consumer %s: %w", ConsumerName, err)
+		return err
+	}
+	if cons == nil {
+		return nil // ctx ended first
 	}
 	// Handlers outlive ctx by up to DrainTimeout: work in hand finishes.
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -126,6 +125,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 	}))
 	if err != nil {
 		return fmt.Errorf("export: consume: %w", err)
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
 	}
 	var wg sync.WaitGroup
 	for range cfg.Concurrency {
@@ -163,6 +165,38 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 		<-done
 	}
 	return nil
+}
+
+// createConsumer creates or updates the shared consumer, retrying until
+// ctx ends: while a cluster elects leaders (a node lost, a restart) the
+// request times out, and an exporter that gave up then stopped for good
+// while its webhook had stored events (the likely cause of a
+// TestClusterNodeLoss/exporter failure in CI, where no object was written
+// in 40 s). It returns nil, nil when ctx ended first.
+func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, logger *slog.Logger) (jetstream.Consumer, error) {
+	for attempt := 0; ; attempt++ {
+		cons, err := js.CreateOrUpdateConsumer(ctx, taskbus.AnnotationsStream, jetstream.ConsumerConfig{
+			Durable:       ConsumerName,
+			Description:   "labelsync exporters: annotation events to target storages",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxAckPending: cfg.maxAckPending(),
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		if err == nil {
+			return cons, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		delay := min(5*time.Second, 100*time.Millisecond<<min(attempt, 6))
+		logger.Warn("export: consumer not created; retrying", "consumer", ConsumerName, "attempt", attempt+1, "in", delay, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, nil
+		}
+	}
 }
 
 // handleOne runs handle on m and acknowledges it or hands it back.

@@ -2,8 +2,12 @@ package export_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -88,6 +92,54 @@ func TestConsumeHandsBackEventsNotStartedAtShutdown(t *testing.T) {
 		defer mu.Unlock()
 		if len(seen) < want {
 			return fmt.Errorf("%d came", len(seen))
+		}
+		return nil
+	})
+	stop()
+	if err := <-consumed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Consume keeps trying to create its consumer while JetStream cannot (here
+// the stream is not there yet), says so, and reports ready only once it
+// receives; then it consumes what was published meanwhile.
+func TestConsumeWaitsForItsConsumer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	bus := natstest.NewBus(t)
+	js := bus.JetStream()
+	var ready atomic.Bool
+	var handled atomic.Int64
+	var logs testlog.Buffer
+	cfg := export.ConsumeConfig{Ready: func() { ready.Store(true) }}
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	consumed := make(chan error, 1)
+	go func() {
+		consumed <- export.Consume(cctx, js, cfg, func(*message.Message) ([]*message.Message, error) {
+			handled.Add(1)
+			return nil, nil
+		}, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testlog.Writer(t)), nil)))
+	}()
+	testwait.Until(t, 10*time.Second, 10*time.Millisecond, "a warning that the consumer is not created", func() error {
+		if !strings.Contains(logs.String(), "export: consumer not created; retrying") {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	if ready.Load() {
+		t.Fatal("ready before the consumer exists")
+	}
+	if err := bus.EnsureStreams(ctx, taskbus.AnnotationsStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "labelsync.annotations.7.1", Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 20*time.Second, 10*time.Millisecond, "ready, and the event handled", func() error {
+		if !ready.Load() || handled.Load() != 1 {
+			return fmt.Errorf("ready %v, %d handled", ready.Load(), handled.Load())
 		}
 		return nil
 	})

@@ -229,12 +229,12 @@ func (x *Exporter) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		x.consuming.Store(true)
 		defer x.consuming.Store(false)
 		return export.Consume(gctx, x.bus.JetStream(), export.ConsumeConfig{
 			Concurrency:  x.cfg.Concurrency,
 			AckWait:      x.cfg.AckWait,
 			DrainTimeout: x.cfg.ShutdownTimeout,
+			Ready:        func() { x.consuming.Store(true) },
 		}, x.handle, x.logger)
 	})
 	g.Go(func() error { return x.export.RunSyncs(gctx, x.syncs, x.logger) })
