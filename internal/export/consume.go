@@ -93,11 +93,8 @@ func (x *Exporter) Handler(msg *message.Message) (_ []*message.Message, err erro
 // once the messages in hand finished or DrainTimeout passed.
 func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, handle message.HandlerFunc, logger *slog.Logger) error {
 	cfg.defaults()
-	cons, err := createConsumer(ctx, js, cfg, logger)
-	if err != nil {
-		return err
-	}
-	if cons == nil {
+	cons, ok := createConsumer(ctx, js, cfg, logger)
+	if !ok {
 		return nil // ctx ended first
 	}
 	// Handlers outlive ctx by up to DrainTimeout: work in hand finishes.
@@ -148,18 +145,20 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 	// subscription still held when it unsubscribed were dropped, to come
 	// back only after AckWait: restarting Consume between the rounds of
 	// BenchmarkExportWrite stalled 2 restarts in 35 for 30 s with Stop,
-	// none in 56 with Drain.
+	// none in 56 with Drain. One DrainTimeout bounds both waits.
+	drain, endDrain := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer endDrain()
 	cc.Drain()
 	select {
 	case <-cc.Closed():
-	case <-time.After(cfg.DrainTimeout):
+	case <-drain.Done():
 		logger.Warn("export: handing back the events pulled timed out; they will be redelivered after AckWait")
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(cfg.DrainTimeout):
+	case <-drain.Done():
 		logger.Warn("export: drain timed out; messages in hand will be redelivered")
 		stopWork()
 		<-done
@@ -172,8 +171,8 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, han
 // request times out, and an exporter that gave up then stopped for good
 // while its webhook had stored events (the likely cause of a
 // TestClusterNodeLoss/exporter failure in CI, where no object was written
-// in 40 s). It returns nil, nil when ctx ended first.
-func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, logger *slog.Logger) (jetstream.Consumer, error) {
+// in 40 s). It reports false when ctx ended first.
+func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumeConfig, logger *slog.Logger) (jetstream.Consumer, bool) {
 	for attempt := 0; ; attempt++ {
 		cons, err := js.CreateOrUpdateConsumer(ctx, taskbus.AnnotationsStream, jetstream.ConsumerConfig{
 			Durable:       ConsumerName,
@@ -184,17 +183,17 @@ func createConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumeConf
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
 		if err == nil {
-			return cons, nil
+			return cons, true
 		}
 		if ctx.Err() != nil {
-			return nil, nil
+			return nil, false
 		}
 		delay := min(5*time.Second, 100*time.Millisecond<<min(attempt, 6))
 		logger.Warn("export: consumer not created; retrying", "consumer", ConsumerName, "attempt", attempt+1, "in", delay, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return nil, nil
+			return nil, false
 		}
 	}
 }
