@@ -75,26 +75,11 @@ func TestConsumeHandsBackEventsNotStartedAtShutdown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	fast := func(m *message.Message) ([]*message.Message, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen[m.Metadata.Get(deadletter.SubjectKey)] = true
-		return nil, nil
-	}
+	var next subjects
 	cctx, stop = context.WithCancel(ctx)
 	defer stop()
-	go func() { consumed <- export.Consume(cctx, js, cfg, fast, testlog.Logger(t)) }()
-	want := 2*n - int(done.Load())
-	testwait.Until(t, 10*time.Second, 20*time.Millisecond, fmt.Sprintf("%d events on the next replica (AckWait %s)", want, cfg.AckWait), func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(seen) < want {
-			return fmt.Errorf("%d came", len(seen))
-		}
-		return nil
-	})
+	go func() { consumed <- export.Consume(cctx, js, cfg, next.handle, testlog.Logger(t)) }()
+	next.wait(t, 2*n-int(done.Load()), 10*time.Second, fmt.Sprintf("on the next replica (AckWait %s)", cfg.AckWait))
 	stop()
 	if err := <-consumed; err != nil {
 		t.Fatal(err)
@@ -147,4 +132,33 @@ func TestConsumeWaitsForItsConsumer(t *testing.T) {
 	if err := <-consumed; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// subjects records the distinct subjects a handler saw.
+type subjects struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (s *subjects) handle(m *message.Message) ([]*message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]bool{}
+	}
+	s.seen[m.Metadata.Get(deadletter.SubjectKey)] = true
+	return nil, nil
+}
+
+// wait fails t unless n distinct subjects are seen within d.
+func (s *subjects) wait(t *testing.T, n int, d time.Duration, where string) {
+	t.Helper()
+	testwait.Until(t, d, 10*time.Millisecond, fmt.Sprintf("%d events handled %s", n, where), func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.seen) < n {
+			return fmt.Errorf("%d", len(s.seen))
+		}
+		return nil
+	})
 }

@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/labelsync/labelsync/internal/deadletter"
 	"github.com/labelsync/labelsync/internal/export"
 	"github.com/labelsync/labelsync/internal/natstest"
 	"github.com/labelsync/labelsync/internal/taskbus"
@@ -41,17 +38,10 @@ func TestConsumerLeaderLoss(t *testing.T) {
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	handle := func(m *message.Message) ([]*message.Message, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen[m.Metadata.Get(deadletter.SubjectKey)] = true
-		return nil, nil
-	}
+	var seen subjects
 	cctx, stop := context.WithCancel(ctx)
 	consumed := make(chan error, 1)
-	go func() { consumed <- export.Consume(cctx, js, export.ConsumeConfig{}, handle, testlog.Logger(t)) }()
+	go func() { consumed <- export.Consume(cctx, js, export.ConsumeConfig{}, seen.handle, testlog.Logger(t)) }()
 	defer func() { stop(); <-consumed }()
 	publish := func(from int) {
 		for i := range 10 {
@@ -62,18 +52,8 @@ func TestConsumerLeaderLoss(t *testing.T) {
 			})
 		}
 	}
-	waitSeen := func(n int, within time.Duration) {
-		testwait.Until(t, within, 10*time.Millisecond, fmt.Sprintf("%d events handled", n), func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(seen) < n {
-				return fmt.Errorf("%d", len(seen))
-			}
-			return nil
-		})
-	}
 	publish(1)
-	waitSeen(10, 10*time.Second)
+	seen.wait(t, 10, 10*time.Second, "before the loss")
 	// Make the consumer's leader a node the exporter is not connected to.
 	var leader string
 	testwait.Until(t, 30*time.Second, 100*time.Millisecond, "a consumer leader other than "+nodes[0].Name(), func() error {
@@ -101,6 +81,6 @@ func TestConsumerLeaderLoss(t *testing.T) {
 	}
 	start := time.Now()
 	publish(11)
-	waitSeen(20, 20*time.Second)
+	seen.wait(t, 20, 20*time.Second, "after the leader's loss")
 	t.Logf("handled within %s of the leader's loss", time.Since(start).Round(time.Millisecond))
 }
