@@ -330,8 +330,9 @@ func (l *lateHeader) Write(p []byte) (int, error) {
 // eighth of the read and write system calls. BenchmarkProxy on this
 // repository's 2-CPU machine: 0.93–1.2 ms of CPU per MB through the
 // resolver (both processes) against 1.13–1.5 ms with 32 KiB, for 0.44
-// instead of 0.20 MB of resident memory per download (50 at once). A smaller body (ServeContent hands over a
-// LimitedReader of its length) gets a buffer of its size.
+// instead of 0.20 MB of resident memory per download (50 at once). A
+// smaller body (ServeContent hands over a LimitedReader of its length)
+// gets a buffer of its size.
 func (l *lateHeader) ReadFrom(src io.Reader) (int64, error) {
 	size := int64(copyBuffer)
 	if lr, ok := src.(*io.LimitedReader); ok {
